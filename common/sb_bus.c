@@ -1,0 +1,164 @@
+/*
+ * sb_bus: NATS connection with reconnect-forever and the protobuf envelope codec.
+ */
+#include "sb_bus.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sb_log.h"
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	struct sb_bus *bus = closure;
+	atomic_store(&bus->connected, 0);
+	SB_WARN("bus_disconnected", "client=%s", bus->name);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	struct sb_bus *bus = closure;
+	atomic_store(&bus->connected, 1);
+	SB_INFO("bus_reconnected", "client=%s", bus->name);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop)
+{
+	struct sb_bus *bus = calloc(1, sizeof *bus);
+	if (!bus)
+		return -1;
+	snprintf(bus->name, sizeof bus->name, "%s", name);
+	natsOptions *opts = NULL;
+	natsStatus s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetURL(opts, url);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(opts, name);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(opts, 250);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectBufSize(opts, 32 * 1024 * 1024);
+	if (s == NATS_OK)
+		s = natsOptions_UseGlobalMessageDelivery(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(opts, on_disconnected, bus);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(opts, on_reconnected, bus);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPendingMsgs(opts, 1000000);
+	if (s != NATS_OK) {
+		SB_ERROR("bus_options", "error=\"%s\"", natsStatus_GetText(s));
+		natsOptions_Destroy(opts);
+		free(bus);
+		return -1;
+	}
+	int wait = 100;
+	for (;;) {
+		s = natsConnection_Connect(&bus->nc, opts);
+		if (s == NATS_OK)
+			break;
+		SB_WARN("bus_connect_retry", "url=%s error=\"%s\" retry_ms=%d", url,
+		        natsStatus_GetText(s), wait);
+		for (int slept = 0; slept < wait; slept += 50) {
+			if (stop && atomic_load(stop)) {
+				natsOptions_Destroy(opts);
+				free(bus);
+				return -1;
+			}
+			sleep_ms(50);
+		}
+		wait = wait * 2 > 2000 ? 2000 : wait * 2;
+	}
+	natsOptions_Destroy(opts);
+	atomic_store(&bus->connected, 1);
+	SB_INFO("bus_connected", "url=%s client=%s", url, name);
+	*out = bus;
+	return 0;
+}
+
+void sb_bus_destroy(struct sb_bus *bus, int timeout_ms)
+{
+	if (!bus)
+		return;
+	if (bus->nc) {
+		natsConnection_FlushTimeout(bus->nc, timeout_ms);
+		natsConnection_Close(bus->nc);
+		natsConnection_Destroy(bus->nc);
+	}
+	free(bus);
+}
+
+int sb_envelope_pack(const Sb__Envelope *env, uint8_t **buf, size_t *len)
+{
+	size_t n = sb__envelope__get_packed_size(env);
+	uint8_t *b = malloc(n ? n : 1);
+	if (!b)
+		return -1;
+	sb__envelope__pack(env, b);
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+Sb__Envelope *sb_envelope_unpack(const void *data, size_t len)
+{
+	return sb__envelope__unpack(NULL, len, data);
+}
+
+void sb_envelope_free(Sb__Envelope *env)
+{
+	if (env)
+		sb__envelope__free_unpacked(env, NULL);
+}
+
+natsStatus sb_bus_publish(struct sb_bus *bus, const char *subject, const char *reply,
+                          const Sb__Envelope *env)
+{
+	uint8_t *buf;
+	size_t len;
+	if (sb_envelope_pack(env, &buf, &len) < 0)
+		return NATS_NO_MEMORY;
+	natsStatus s;
+	if (reply)
+		s = natsConnection_PublishRequest(bus->nc, subject, reply, buf, (int)len);
+	else
+		s = natsConnection_Publish(bus->nc, subject, buf, (int)len);
+	free(buf);
+	return s;
+}
+
+natsStatus sb_bus_request(struct sb_bus *bus, const char *subject, const Sb__Envelope *env,
+                          int timeout_ms, Sb__Envelope **reply)
+{
+	uint8_t *buf;
+	size_t len;
+	if (sb_envelope_pack(env, &buf, &len) < 0)
+		return NATS_NO_MEMORY;
+	natsMsg *msg = NULL;
+	natsStatus s = natsConnection_Request(&msg, bus->nc, subject, buf, (int)len, timeout_ms);
+	free(buf);
+	if (s != NATS_OK)
+		return s;
+	*reply = sb_envelope_unpack(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+	natsMsg_Destroy(msg);
+	return *reply ? NATS_OK : NATS_PROTOCOL_ERROR;
+}
+
+natsStatus sb_bus_reply(struct sb_bus *bus, natsMsg *msg, const Sb__Envelope *env)
+{
+	const char *reply = natsMsg_GetReply(msg);
+	if (!reply || !*reply)
+		return NATS_OK;
+	return sb_bus_publish(bus, reply, NULL, env);
+}

@@ -1,0 +1,54 @@
+/*
+ * sb_bus: the NATS connection every service shares, and the envelope codec.
+ *
+ * A connection reconnects forever by itself; messages are delivered on libnats'
+ * shared delivery pool (natsOptions_UseGlobalMessageDelivery) so that thousands of
+ * per-user subscriptions do not cost a thread each. Callbacks therefore run on
+ * libnats threads, never on a service's own loop.
+ */
+#ifndef SB_BUS_H
+#define SB_BUS_H
+
+#include <nats/nats.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "switchboard.pb-c.h"
+
+struct sb_bus {
+	natsConnection *nc;
+	_Atomic int connected; /* 1 while the connection is up (for /readyz) */
+	char name[64];
+};
+
+/* Connect to `url` (comma-separated list allowed) as client `name`. When the server is
+ * not reachable, retries with backoff (0.1 s doubling to 2 s) until it is or until
+ * *stop becomes non-zero (stop may be NULL). Returns 0 and sets *out, or -1. */
+int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop);
+
+/* Flush, drain subscriptions (bounded by timeout_ms) and free. NULL is a no-op. */
+void sb_bus_destroy(struct sb_bus *bus, int timeout_ms);
+
+/* Serialise an envelope into a malloc'd buffer. Returns 0 or -1 (out of memory). */
+int sb_envelope_pack(const Sb__Envelope *env, uint8_t **buf, size_t *len);
+
+/* Decode bytes into an envelope; free with sb_envelope_free. NULL when malformed. */
+Sb__Envelope *sb_envelope_unpack(const void *data, size_t len);
+void sb_envelope_free(Sb__Envelope *env);
+
+/* Publish an envelope on subject (reply may be NULL). Returns a natsStatus. */
+natsStatus sb_bus_publish(struct sb_bus *bus, const char *subject, const char *reply,
+                          const Sb__Envelope *env);
+
+/* Blocking request/reply for threads that may block (CLI tools, bus callbacks in
+ * services). *reply is set on NATS_OK and must be freed with sb_envelope_free.
+ * NATS_TIMEOUT / NATS_NO_RESPONDERS when nobody answered. Never call this on the
+ * gateway's event loop. */
+natsStatus sb_bus_request(struct sb_bus *bus, const char *subject, const Sb__Envelope *env,
+                          int timeout_ms, Sb__Envelope **reply);
+
+/* Reply to a request message with an envelope (no-op when msg has no reply subject). */
+natsStatus sb_bus_reply(struct sb_bus *bus, natsMsg *msg, const Sb__Envelope *env);
+
+#endif
