@@ -31,12 +31,17 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop)
+static void on_connected(natsConnection *nc, void *closure)
 {
-	struct sb_bus *bus = calloc(1, sizeof *bus);
-	if (!bus)
-		return -1;
-	snprintf(bus->name, sizeof bus->name, "%s", name);
+	(void)nc;
+	struct sb_bus *bus = closure;
+	atomic_store(&bus->connected, 1);
+	SB_INFO("bus_connected", "client=%s", bus->name);
+}
+
+/* Options shared by both connect styles; NULL on failure (logged). */
+static natsOptions *make_options(struct sb_bus *bus, const char *url, const char *name)
+{
 	natsOptions *opts = NULL;
 	natsStatus s = natsOptions_Create(&opts);
 	if (s == NATS_OK)
@@ -60,9 +65,52 @@ int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atom
 	if (s != NATS_OK) {
 		SB_ERROR("bus_options", "error=\"%s\"", natsStatus_GetText(s));
 		natsOptions_Destroy(opts);
+		return NULL;
+	}
+	return opts;
+}
+
+int sb_bus_open(struct sb_bus **out, const char *url, const char *name)
+{
+	struct sb_bus *bus = calloc(1, sizeof *bus);
+	if (!bus)
+		return -1;
+	snprintf(bus->name, sizeof bus->name, "%s", name);
+	natsOptions *opts = make_options(bus, url, name);
+	natsStatus s = opts ? natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, bus)
+	                    : NATS_ERR;
+	if (s == NATS_OK) {
+		s = natsConnection_Connect(&bus->nc, opts);
+		if (s == NATS_OK) {
+			atomic_store(&bus->connected, 1);
+			SB_INFO("bus_connected", "url=%s client=%s", url, name);
+		} else if (s == NATS_NOT_YET_CONNECTED) {
+			SB_WARN("bus_connect_pending", "url=%s client=%s", url, name);
+			s = NATS_OK;
+		}
+	}
+	natsOptions_Destroy(opts);
+	if (s != NATS_OK) {
+		SB_ERROR("bus_connect", "url=%s error=\"%s\"", url, natsStatus_GetText(s));
 		free(bus);
 		return -1;
 	}
+	*out = bus;
+	return 0;
+}
+
+int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop)
+{
+	struct sb_bus *bus = calloc(1, sizeof *bus);
+	if (!bus)
+		return -1;
+	snprintf(bus->name, sizeof bus->name, "%s", name);
+	natsOptions *opts = make_options(bus, url, name);
+	if (!opts) {
+		free(bus);
+		return -1;
+	}
+	natsStatus s;
 	int wait = 100;
 	for (;;) {
 		s = natsConnection_Connect(&bus->nc, opts);

@@ -27,6 +27,12 @@ struct sb_bus {
  * *stop becomes non-zero (stop may be NULL). Returns 0 and sets *out, or -1. */
 int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop);
 
+/* Like sb_bus_connect but never waits: when the server is not reachable yet, libnats
+ * keeps trying in the background (subscriptions made meanwhile are sent on connect) and
+ * bus->connected turns 1 when it succeeds. For the gateway, which must serve /healthz
+ * and answer /readyz 503 while the bus is down. Returns 0 and sets *out, or -1. */
+int sb_bus_open(struct sb_bus **out, const char *url, const char *name);
+
 /* Flush, drain subscriptions (bounded by timeout_ms) and free. NULL is a no-op. */
 void sb_bus_destroy(struct sb_bus *bus, int timeout_ms);
 

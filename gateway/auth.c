@@ -1,0 +1,169 @@
+/*
+ * auth: origin and token checks before the upgrade, revocation after. See auth.h.
+ */
+#include "auth.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "sb_log.h"
+#include "sb_subjects.h"
+#include "sb_token.h"
+#include "sb_util.h"
+#include "users.h"
+
+int gw_auth_endpoint(const char *path)
+{
+	if (!strcmp(path, "/ws/chat/") || !strcmp(path, "/ws/chat"))
+		return GW_CHAT;
+	if (!strcmp(path, "/ws/notifications/") || !strcmp(path, "/ws/notifications"))
+		return GW_NOTIFY;
+	return 0;
+}
+
+int gw_auth_origin_allowed(const char *list, const char *origin)
+{
+	if (!list || !*list || !origin)
+		return 1;
+	size_t olen = strlen(origin);
+	while (olen && origin[olen - 1] == '/')
+		olen--;
+	const char *p = list;
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		const char *end = p;
+		while (*end && *end != ',')
+			end++;
+		size_t len = (size_t)(end - p);
+		while (len && (p[len - 1] == ' ' || p[len - 1] == '/'))
+			len--;
+		if (len && (len == olen && !strncasecmp(p, origin, len)))
+			return 1;
+		if (len == 1 && *p == '*')
+			return 1;
+		p = end;
+	}
+	return 0;
+}
+
+/* Copy the value of ?token= into buf; returns its length, 0 when absent or empty. */
+static size_t query_token(struct lws *wsi, char *buf, size_t size)
+{
+	char frag[160];
+	for (int n = 0; n < 32; n++) {
+		int len = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, n);
+		if (len < 0)
+			break;
+		if (len > 6 && !strncmp(frag, "token=", 6)) {
+			size_t tl = (size_t)len - 6;
+			if (tl >= size)
+				return 0;
+			memcpy(buf, frag + 6, tl);
+			buf[tl] = 0;
+			return tl;
+		}
+	}
+	return 0;
+}
+
+int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
+{
+	char path[128];
+	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0)
+		return 404;
+	int kind = gw_auth_endpoint(path);
+	if (!kind)
+		return 404;
+	if (gw->draining)
+		return 503;
+	char origin[256];
+	int olen = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+	if (!gw_auth_origin_allowed(gw->cfg.allowed_origins, olen > 0 ? origin : NULL)) {
+		gw->m.conns_refused_origin++;
+		SB_INFO("refused", "reason=origin endpoint=%s", path);
+		return 403;
+	}
+	char token[128];
+	size_t tlen = query_token(wsi, token, sizeof token);
+	if (!tlen || !sb_token_well_formed(token, tlen)) {
+		gw->m.conns_refused_auth++;
+		SB_INFO("refused", "reason=%s endpoint=%s", tlen ? "malformed_token" : "no_token",
+		        path);
+		return 403;
+	}
+	if (!atomic_load(&gw->bus->connected) || sb_mono_ms() < gw->auth_down_until_ms) {
+		gw->m.conns_refused_unavailable++;
+		return 503;
+	}
+	Sb__VerifyRequest vr = SB__VERIFY_REQUEST__INIT;
+	vr.token = token;
+	Sb__Envelope env = SB__ENVELOPE__INIT;
+	env.body_case = SB__ENVELOPE__BODY_VERIFY_REQUEST;
+	env.verify_request = &vr;
+	Sb__Envelope *reply = NULL;
+	natsStatus s =
+	    sb_bus_request(gw->bus, SB_SUBJ_AUTH_VERIFY, &env, (int)gw->cfg.auth_timeout_ms, &reply);
+	memset(token, 0, sizeof token);
+	if (s != NATS_OK) {
+		gw->auth_down_until_ms = sb_mono_ms() + 1000;
+		gw->m.conns_refused_unavailable++;
+		SB_WARN("auth_unavailable", "error=\"%s\"", natsStatus_GetText(s));
+		return 503;
+	}
+	int status = 403;
+	if (reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY && reply->verify_reply->ok &&
+	    reply->verify_reply->user_id > 0) {
+		const Sb__VerifyReply *v = reply->verify_reply;
+		c->kind = (enum gw_kind)kind;
+		c->user_id = v->user_id;
+		c->user_name = strdup(v->display_name);
+		if (v->token_hash.len == sizeof c->token_hash)
+			memcpy(c->token_hash, v->token_hash.data, sizeof c->token_hash);
+		status = c->user_name ? 0 : 503;
+	} else {
+		gw->m.conns_refused_auth++;
+		SB_INFO("refused", "reason=\"%s\" endpoint=%s",
+		        reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY
+		            ? reply->verify_reply->reason
+		            : "bad reply",
+		        path);
+	}
+	sb_envelope_free(reply);
+	return status;
+}
+
+struct revoke_match {
+	const Sb__Revoked *r;
+	int closed;
+};
+
+static void maybe_close(struct gw *gw, struct gw_conn *c, void *arg)
+{
+	(void)gw;
+	struct revoke_match *m = arg;
+	int hit = m->r->all_of_user && m->r->user_id == c->user_id;
+	for (size_t i = 0; !hit && i < m->r->n_token_hashes; i++)
+		hit = m->r->token_hashes[i].len == sizeof c->token_hash &&
+		      !memcmp(m->r->token_hashes[i].data, c->token_hash, sizeof c->token_hash);
+	if (hit) {
+		gw_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "token revoked");
+		c->close_now = 1;
+		m->closed++;
+	}
+}
+
+void gw_auth_on_revoked(struct gw *gw, natsMsg *msg)
+{
+	Sb__Envelope *env =
+	    sb_envelope_unpack(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+	if (env && env->body_case == SB__ENVELOPE__BODY_REVOKED) {
+		struct revoke_match m = {env->revoked, 0};
+		gw_users_foreach_conn(gw, maybe_close, &m);
+		if (m.closed)
+			SB_INFO("revoked_closed", "user=%llu sockets=%d",
+			        (unsigned long long)env->revoked->user_id, m.closed);
+	}
+	sb_envelope_free(env);
+}

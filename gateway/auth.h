@@ -1,0 +1,28 @@
+/*
+ * auth: who may open a socket. Runs in LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION, before
+ * the upgrade: the Origin allow-list, then the token from ?token=, verified by
+ * auth-svc on auth.verify. Also closes sockets whose token is revoked (auth.revoked).
+ *
+ * libwebsockets 4.1 gives no way to suspend a handshake, so the verify request is the
+ * one bus call the loop waits for: bounded by --auth-timeout-ms, and when auth-svc does
+ * not answer the gateway refuses instantly (503) for a second instead of waiting again.
+ */
+#ifndef GW_AUTH_H
+#define GW_AUTH_H
+
+#include "gw.h"
+
+/* Decide on an upgrade request. Returns 0 to accept (c->user_id, c->user_name,
+ * c->token_hash, c->kind filled) or the HTTP status to refuse with (403 / 404 / 503). */
+int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c);
+
+/* An auth.revoked message from the hand-off: close the affected sockets. */
+void gw_auth_on_revoked(struct gw *gw, natsMsg *msg);
+
+/* Endpoint of a request path: GW_CHAT, GW_NOTIFY or 0. */
+int gw_auth_endpoint(const char *path);
+
+/* 1 when origin (may be NULL) is allowed by the comma list (empty list: all). */
+int gw_auth_origin_allowed(const char *list, const char *origin);
+
+#endif

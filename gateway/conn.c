@@ -1,0 +1,180 @@
+/*
+ * conn: per-socket send queue, exactly-once chat delivery per socket, and close.
+ *
+ * "Once" (SPEC §2): chat ids increase per receiver, so a socket remembers the highest
+ * id it was given (last_id) and drops anything not above it. While the backlog is
+ * being replayed, live deliveries are held and released after it, so a replay racing
+ * a live delivery cannot reorder or repeat a message.
+ */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "render.h"
+#include "requests.h"
+#include "sb_log.h"
+#include "sb_subjects.h"
+#include "sb_util.h"
+
+static struct gw_qnode *node_new(struct gw_buf *buf)
+{
+	struct gw_qnode *n = malloc(sizeof *n);
+	if (!n)
+		return NULL;
+	gw_buf_ref(buf);
+	n->buf = buf;
+	n->next = NULL;
+	return n;
+}
+
+static void queue_free(struct gw_qnode *n)
+{
+	while (n) {
+		struct gw_qnode *next = n->next;
+		gw_buf_unref(n->buf);
+		free(n);
+		n = next;
+	}
+}
+
+void gw_conn_close(struct gw_conn *c, int code, const char *reason)
+{
+	if (c->close_code)
+		return;
+	c->close_code = code;
+	c->close_reason = reason;
+	if (c->wsi)
+		lws_callback_on_writable(c->wsi);
+}
+
+void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
+{
+	if (!buf || c->close_code)
+		return;
+	if ((int64_t)c->q_len >= gw->cfg.max_queue) {
+		gw->m.slow_consumer_closes++;
+		SB_WARN("slow_consumer", "user=%llu conn=%llu queued=%zu",
+		        (unsigned long long)c->user_id, (unsigned long long)c->conn_id, c->q_len);
+		gw_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer");
+		c->close_now = 1;
+		return;
+	}
+	struct gw_qnode *n = node_new(buf);
+	if (!n)
+		return;
+	if (c->q_tail)
+		c->q_tail->next = n;
+	else
+		c->q_head = n;
+	c->q_tail = n;
+	c->q_len++;
+	lws_callback_on_writable(c->wsi);
+}
+
+void gw_conn_send_error(struct gw *gw, struct gw_conn *c, const char *sentence)
+{
+	struct gw_buf *b = gw_render_error(sentence);
+	gw->m.errors_sent++;
+	gw_conn_send(gw, c, b);
+	gw_buf_unref(b);
+}
+
+void gw_conn_deliver_chat(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
+{
+	if (c->syncing) {
+		if ((int64_t)c->held_len >= gw->cfg.max_queue) {
+			/* The backlog will carry it: it is not marked delivered yet. */
+			return;
+		}
+		struct gw_qnode *n = node_new(buf);
+		if (!n)
+			return;
+		if (c->held_tail)
+			c->held_tail->next = n;
+		else
+			c->held_head = n;
+		c->held_tail = n;
+		c->held_len++;
+		return;
+	}
+	if (buf->id <= c->last_id)
+		return;
+	c->last_id = buf->id;
+	gw_conn_send(gw, c, buf);
+}
+
+void gw_conn_end_sync(struct gw *gw, struct gw_conn *c)
+{
+	c->syncing = 0;
+	struct gw_qnode *n = c->held_head;
+	c->held_head = c->held_tail = NULL;
+	c->held_len = 0;
+	for (struct gw_qnode *i = n; i; i = i->next)
+		gw_conn_deliver_chat(gw, c, i->buf);
+	queue_free(n);
+}
+
+static void report_delivered(struct gw *gw, const struct gw_buf *b)
+{
+	uint64_t ids[1] = {b->id};
+	Sb__Delivered d = SB__DELIVERED__INIT;
+	d.user_id = b->user_id;
+	d.n_ids = 1;
+	d.ids = ids;
+	Sb__Envelope env = SB__ENVELOPE__INIT;
+	env.body_case = SB__ENVELOPE__BODY_DELIVERED;
+	env.delivered = &d;
+	char subj[64];
+	snprintf(subj, sizeof subj, SB_SUBJ_CHAT_DELIVERED ".%u",
+	         sb_partition(b->user_id, (uint32_t)gw->cfg.partitions));
+	if (gw->bus)
+		sb_bus_publish(gw->bus, subj, NULL, &env);
+}
+
+int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
+{
+	if (c->close_code && (c->close_now || !c->q_head)) {
+		lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+		                 (unsigned char *)c->close_reason, strlen(c->close_reason));
+		return -1;
+	}
+	struct gw_qnode *n = c->q_head;
+	if (!n)
+		return 0;
+	c->q_head = n->next;
+	if (!c->q_head)
+		c->q_tail = NULL;
+	c->q_len--;
+	struct gw_buf *b = n->buf;
+	int w = lws_write(c->wsi, b->data + LWS_PRE, b->len, LWS_WRITE_TEXT);
+	free(n);
+	if (w < (int)b->len) {
+		gw_buf_unref(b);
+		return -1;
+	}
+	gw->m.frames_out++;
+	if (b->is_chat) {
+		gw->m.chat_delivered++;
+		report_delivered(gw, b);
+	}
+	gw_buf_unref(b);
+	if (c->q_head)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+void gw_conn_release(struct gw *gw, struct gw_conn *c)
+{
+	(void)gw;
+	queue_free(c->q_head);
+	queue_free(c->held_head);
+	c->q_head = c->q_tail = c->held_head = c->held_tail = NULL;
+	c->q_len = c->held_len = 0;
+	gw_requests_detach_conn(c);
+	free(c->rx);
+	c->rx = NULL;
+	free(c->user_name);
+	c->user_name = NULL;
+	c->wsi = NULL;
+}

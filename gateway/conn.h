@@ -1,0 +1,33 @@
+/*
+ * conn: one client socket's outgoing side. Frames are queued (bounded by
+ * --max-queue; a socket that does not read is cut off with 1008 rather than growing
+ * the gateway) and written one per SERVER_WRITEABLE. Loop thread only.
+ */
+#ifndef GW_CONN_H
+#define GW_CONN_H
+
+#include "gw.h"
+
+/* Queue buf (takes a new reference) and ask for a writeable callback. */
+void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
+
+/* Render and queue an error frame. */
+void gw_conn_send_error(struct gw *gw, struct gw_conn *c, const char *sentence);
+
+/* A chat_message for this socket: queued unless the socket already has that id; held
+ * back while a backlog replay is running (gw_conn_end_sync releases it). */
+void gw_conn_deliver_chat(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
+
+/* Backlog replay finished: queue held live frames newer than the backlog. */
+void gw_conn_end_sync(struct gw *gw, struct gw_conn *c);
+
+/* Close the socket with a WebSocket close code at its next writeable. */
+void gw_conn_close(struct gw_conn *c, int code, const char *reason);
+
+/* Write the next queued frame (SERVER_WRITEABLE). Returns -1 to close the socket. */
+int gw_conn_writeable(struct gw *gw, struct gw_conn *c);
+
+/* Release everything a closed socket holds (LWS_CALLBACK_CLOSED). */
+void gw_conn_release(struct gw *gw, struct gw_conn *c);
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * gw: the gateway's shared types. The gateway is one libwebsockets service loop
+ * (the "loop thread") plus libnats delivery threads. Everything below is owned by
+ * and touched only on the loop thread, except struct gw_handoff (locked) and the
+ * _Atomic flags. NATS callbacks never touch a socket: they queue the message on the
+ * hand-off and wake the loop with lws_cancel_service().
+ */
+#ifndef GW_H
+#define GW_H
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "sb_bus.h"
+
+struct gw_config {
+	const char *nats_url;
+	const char *listen;
+	const char *allowed_origins; /* comma list; empty = any origin */
+	const char *log_level;
+	const char *tls_cert;
+	const char *tls_key;
+	int64_t max_frame_bytes;
+	int64_t max_message_chars;
+	int64_t request_timeout_ms;
+	int64_t request_retries;
+	int64_t auth_timeout_ms;
+	int64_t partitions;
+	int64_t max_queue;
+	int64_t ping_interval_s;
+	int64_t idle_timeout_s;
+	int64_t drain_timeout_ms;
+	int reuse_port;
+};
+
+enum gw_kind { GW_CHAT = 1, GW_NOTIFY = 2 };
+
+/* One outgoing frame, shared by every socket it goes to (refcounted; loop thread). */
+struct gw_buf {
+	int refs;
+	int is_chat;      /* a chat_message: report delivery once written */
+	uint64_t id;      /* chat message id (for dedup and receipts) */
+	uint64_t user_id; /* receiver, for receipts */
+	size_t len;
+	unsigned char data[]; /* LWS_PRE bytes of headroom, then len bytes of JSON */
+};
+
+struct gw_qnode {
+	struct gw_buf *buf;
+	struct gw_qnode *next;
+};
+
+struct gw_req;
+struct gw_user;
+
+/* Per-connection state (lws per-session data; HTTP requests use only `http`). */
+struct gw_conn {
+	struct lws *wsi;
+	enum gw_kind kind;
+	uint64_t conn_id;
+	uint64_t user_id;
+	char *user_name;
+	uint8_t token_hash[32];
+	struct gw_user *user;
+	struct gw_conn *next_of_user; /* list of this user's sockets of the same kind */
+	struct gw_conn *prev_of_user;
+
+	struct gw_qnode *q_head, *q_tail; /* frames waiting for SERVER_WRITEABLE */
+	size_t q_len;
+	struct gw_req *reqs; /* in-flight bus requests for this socket */
+	int inflight_sends;
+
+	char *rx; /* reassembly of a fragmented frame */
+	size_t rx_len;
+	int rx_binary;
+
+	int syncing;          /* backlog replay in progress: live frames wait in `held` */
+	struct gw_qnode *held_head, *held_tail;
+	size_t held_len;
+	uint64_t last_id;     /* highest chat id queued to this socket */
+	uint64_t send_seq;    /* per-socket counter for idempotency keys */
+
+	int close_code;       /* non-zero: close with this code at the next writeable */
+	const char *close_reason;
+	int close_now;        /* close without flushing the queue (slow consumer) */
+	int established;
+
+	/* HTTP (healthz/readyz/metrics) */
+	char *http_body;
+	size_t http_len;
+};
+
+/* Delivery subscriptions of one user while they have sockets here. */
+struct gw_user {
+	uint64_t id;
+	struct gw_conn *chat;   /* list head */
+	struct gw_conn *notify; /* list head */
+	natsSubscription *chat_sub;
+	int nconns;
+};
+
+enum gw_req_kind { GW_REQ_SEND = 1, GW_REQ_SYNC };
+
+/* An in-flight request on the bus, correlated by the reply subject's last token. */
+struct gw_req {
+	uint64_t corr;
+	enum gw_req_kind kind;
+	struct gw_conn *conn; /* NULL once the socket is gone */
+	struct gw_req *next_of_conn;
+	struct gw_req *prev_of_conn;
+	char subject[64];
+	uint8_t *payload;
+	size_t payload_len;
+	int tries;
+	int64_t deadline_ms;
+	lws_sorted_usec_list_t sul;
+	struct gw *gw;
+};
+
+enum gw_event_kind { GW_EV_REPLY = 1, GW_EV_DELIVER_CHAT, GW_EV_REVOKED };
+
+struct gw_event {
+	enum gw_event_kind kind;
+	natsMsg *msg;
+	struct gw_event *next;
+};
+
+/* The one hand-off from libnats threads to the loop. */
+struct gw_handoff {
+	pthread_mutex_t lock;
+	struct gw_event *head, *tail;
+};
+
+struct gw_metrics {
+	uint64_t conns_opened[3];
+	uint64_t conns_refused_auth;
+	uint64_t conns_refused_origin;
+	uint64_t conns_refused_unavailable;
+	uint64_t frames_in;
+	uint64_t frames_out;
+	uint64_t errors_sent;
+	uint64_t messages_acked;
+	uint64_t chat_delivered;
+	uint64_t backlog_replayed;
+	uint64_t request_timeouts;
+	uint64_t slow_consumer_closes;
+	int64_t conns_current[3];
+};
+
+struct gw {
+	struct gw_config cfg;
+	struct lws_context *ctx;
+	struct lws_vhost *vhost;
+	struct sb_bus *bus;
+	natsSubscription *inbox_sub;
+	natsSubscription *revoked_sub;
+	char instance[24];      /* random id of this gateway process */
+	char inbox_prefix[48];  /* "_INBOX.<instance>." */
+	struct gw_handoff handoff;
+	void *users;            /* tsearch tree of struct gw_user*, by id */
+	void *reqs;             /* tsearch tree of struct gw_req*, by corr */
+	uint64_t next_corr;
+	size_t reqs_inflight;
+	uint64_t next_conn_id;
+	_Atomic int stop_requested;
+	int ctx_gone; /* under handoff.lock: the lws context is being destroyed */
+	int draining;
+	int64_t drain_deadline_ms;
+	lws_sorted_usec_list_t drain_sul;
+	int done;
+	int64_t auth_down_until_ms; /* fail fast while auth-svc does not answer */
+	struct gw_metrics m;
+};
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * handoff: locked event list from libnats threads to the loop, see handoff.h.
+ */
+#include "handoff.h"
+
+#include <stdlib.h>
+
+#include "auth.h"
+#include "chat.h"
+#include "requests.h"
+
+int gw_handoff_init(struct gw *gw)
+{
+	return pthread_mutex_init(&gw->handoff.lock, NULL) == 0 ? 0 : -1;
+}
+
+void gw_handoff_push(struct gw *gw, enum gw_event_kind kind, natsMsg *msg)
+{
+	struct gw_event *ev = malloc(sizeof *ev);
+	if (!ev) {
+		natsMsg_Destroy(msg);
+		return;
+	}
+	ev->kind = kind;
+	ev->msg = msg;
+	ev->next = NULL;
+	pthread_mutex_lock(&gw->handoff.lock);
+	if (gw->handoff.tail)
+		gw->handoff.tail->next = ev;
+	else
+		gw->handoff.head = ev;
+	gw->handoff.tail = ev;
+	if (!gw->ctx_gone)
+		lws_cancel_service(gw->ctx);
+	pthread_mutex_unlock(&gw->handoff.lock);
+}
+
+void gw_handoff_drain(struct gw *gw)
+{
+	pthread_mutex_lock(&gw->handoff.lock);
+	struct gw_event *ev = gw->handoff.head;
+	gw->handoff.head = gw->handoff.tail = NULL;
+	pthread_mutex_unlock(&gw->handoff.lock);
+	while (ev) {
+		struct gw_event *next = ev->next;
+		switch (ev->kind) {
+		case GW_EV_REPLY:
+			gw_requests_on_reply(gw, ev->msg);
+			break;
+		case GW_EV_DELIVER_CHAT:
+			gw_chat_on_delivery(gw, ev->msg);
+			break;
+		case GW_EV_REVOKED:
+			gw_auth_on_revoked(gw, ev->msg);
+			break;
+		}
+		natsMsg_Destroy(ev->msg);
+		free(ev);
+		ev = next;
+	}
+}
+
+void gw_handoff_destroy(struct gw *gw)
+{
+	struct gw_event *ev = gw->handoff.head;
+	while (ev) {
+		struct gw_event *next = ev->next;
+		natsMsg_Destroy(ev->msg);
+		free(ev);
+		ev = next;
+	}
+	gw->handoff.head = gw->handoff.tail = NULL;
+	pthread_mutex_destroy(&gw->handoff.lock);
+}

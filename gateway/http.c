@@ -1,0 +1,124 @@
+/*
+ * http: healthz / readyz / metrics. The body is rendered in LWS_CALLBACK_HTTP and
+ * written in HTTP_WRITEABLE, as libwebsockets wants (headers, then body).
+ */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "requests.h"
+
+char *gw_http_metrics(struct gw *gw, size_t *len)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+	if (!f)
+		return NULL;
+	const struct gw_metrics *m = &gw->m;
+	fprintf(f, "# HELP sb_gateway_connections Open WebSocket connections by endpoint.\n"
+	           "# TYPE sb_gateway_connections gauge\n"
+	           "sb_gateway_connections{endpoint=\"chat\"} %lld\n"
+	           "sb_gateway_connections{endpoint=\"notifications\"} %lld\n",
+	        (long long)m->conns_current[GW_CHAT], (long long)m->conns_current[GW_NOTIFY]);
+	fprintf(f, "# HELP sb_gateway_connections_opened_total Accepted upgrades by endpoint.\n"
+	           "# TYPE sb_gateway_connections_opened_total counter\n"
+	           "sb_gateway_connections_opened_total{endpoint=\"chat\"} %llu\n"
+	           "sb_gateway_connections_opened_total{endpoint=\"notifications\"} %llu\n",
+	        (unsigned long long)m->conns_opened[GW_CHAT],
+	        (unsigned long long)m->conns_opened[GW_NOTIFY]);
+	fprintf(f, "# HELP sb_gateway_handshakes_refused_total Refused upgrades by reason.\n"
+	           "# TYPE sb_gateway_handshakes_refused_total counter\n"
+	           "sb_gateway_handshakes_refused_total{reason=\"auth\"} %llu\n"
+	           "sb_gateway_handshakes_refused_total{reason=\"origin\"} %llu\n"
+	           "sb_gateway_handshakes_refused_total{reason=\"unavailable\"} %llu\n",
+	        (unsigned long long)m->conns_refused_auth,
+	        (unsigned long long)m->conns_refused_origin,
+	        (unsigned long long)m->conns_refused_unavailable);
+	fprintf(f,
+	        "# TYPE sb_gateway_frames_in_total counter\nsb_gateway_frames_in_total %llu\n"
+	        "# TYPE sb_gateway_frames_out_total counter\nsb_gateway_frames_out_total %llu\n"
+	        "# TYPE sb_gateway_errors_sent_total counter\nsb_gateway_errors_sent_total %llu\n"
+	        "# TYPE sb_gateway_messages_acked_total counter\n"
+	        "sb_gateway_messages_acked_total %llu\n"
+	        "# TYPE sb_gateway_chat_delivered_total counter\n"
+	        "sb_gateway_chat_delivered_total %llu\n"
+	        "# TYPE sb_gateway_backlog_replayed_total counter\n"
+	        "sb_gateway_backlog_replayed_total %llu\n"
+	        "# TYPE sb_gateway_bus_request_timeouts_total counter\n"
+	        "sb_gateway_bus_request_timeouts_total %llu\n"
+	        "# TYPE sb_gateway_slow_consumer_closes_total counter\n"
+	        "sb_gateway_slow_consumer_closes_total %llu\n"
+	        "# TYPE sb_gateway_bus_requests_inflight gauge\n"
+	        "sb_gateway_bus_requests_inflight %zu\n"
+	        "# TYPE sb_gateway_bus_connected gauge\nsb_gateway_bus_connected %d\n",
+	        (unsigned long long)m->frames_in, (unsigned long long)m->frames_out,
+	        (unsigned long long)m->errors_sent, (unsigned long long)m->messages_acked,
+	        (unsigned long long)m->chat_delivered, (unsigned long long)m->backlog_replayed,
+	        (unsigned long long)m->request_timeouts,
+	        (unsigned long long)m->slow_consumer_closes, gw_requests_inflight(gw),
+	        atomic_load(&gw->bus->connected));
+	fclose(f);
+	*len = size;
+	return buf;
+}
+
+static int respond(struct lws *wsi, struct gw_conn *c, unsigned int status, const char *ctype,
+                   char *body, size_t len)
+{
+	unsigned char hdr[LWS_PRE + 512];
+	unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+	c->http_body = body;
+	c->http_len = len;
+	if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+	                                 (unsigned char *)"no-store", 8, &p, end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return 1;
+	lws_callback_on_writable(wsi);
+	return 0;
+}
+
+int gw_http_request(struct gw *gw, struct lws *wsi, struct gw_conn *c, const char *path)
+{
+	if (!strcmp(path, "/healthz"))
+		return respond(wsi, c, 200, "text/plain", strdup("ok\n"), 3);
+	if (!strcmp(path, "/readyz")) {
+		int ready = atomic_load(&gw->bus->connected) && !gw->draining;
+		return respond(wsi, c, ready ? 200 : 503, "text/plain",
+		               strdup(ready ? "ready\n" : "not ready\n"), ready ? 6 : 10);
+	}
+	if (!strcmp(path, "/metrics")) {
+		size_t len = 0;
+		char *body = gw_http_metrics(gw, &len);
+		if (!body)
+			return 1;
+		return respond(wsi, c, 200, "text/plain; version=0.0.4", body, len);
+	}
+	if (gw_auth_endpoint(path))
+		return respond(wsi, c, 426, "text/plain", strdup("WebSocket upgrade required\n"),
+		               27);
+	return respond(wsi, c, 404, "text/plain", strdup("not found\n"), 10);
+}
+
+int gw_http_writeable(struct lws *wsi, struct gw_conn *c)
+{
+	if (!c->http_body)
+		return -1;
+	unsigned char *buf = malloc(LWS_PRE + c->http_len + 1);
+	if (!buf)
+		return -1;
+	memcpy(buf + LWS_PRE, c->http_body, c->http_len);
+	int w = lws_write(wsi, buf + LWS_PRE, c->http_len, LWS_WRITE_HTTP_FINAL);
+	free(buf);
+	free(c->http_body);
+	c->http_body = NULL;
+	if (w < (int)c->http_len)
+		return -1;
+	if (lws_http_transaction_completed(wsi))
+		return -1;
+	return 0;
+}

@@ -1,0 +1,238 @@
+/*
+ * gateway: terminates client WebSockets (SPEC §2) and speaks the bus (SPEC §3).
+ * main wires the pieces: settings, the lws context (one service loop), the NATS
+ * connection and its two gateway-wide subscriptions (the reply inbox and
+ * auth.revoked), a signal thread that asks the loop to drain, and the teardown
+ * order: stop bus delivery first, then destroy the lws context.
+ */
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "handoff.h"
+#include "requests.h"
+#include "sb_config.h"
+#include "sb_log.h"
+#include "sb_subjects.h"
+#include "sb_token.h"
+#include "sb_util.h"
+#include "ws.h"
+
+static const char usage[] =
+    "usage: gateway [options]\n\n"
+    "Switchboard's WebSocket gateway: /ws/chat/ and /ws/notifications/ for clients,\n"
+    "/healthz, /readyz and /metrics for operators, NATS behind.";
+
+static void lws_log_line(int level, const char *line)
+{
+	size_t n = strlen(line);
+	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	sb_log_event(level == LLL_ERR ? SB_LOG_ERROR : SB_LOG_WARN, "lws", "msg=\"%.*s\"", (int)n,
+	             line);
+}
+
+/* libnats threads: hand the message to the loop. */
+static void on_inbox(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	gw_handoff_push(closure, GW_EV_REPLY, msg);
+}
+
+static void on_revoked(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	gw_handoff_push(closure, GW_EV_REVOKED, msg);
+}
+
+static void *signal_thread(void *arg)
+{
+	struct gw *gw = arg;
+	int sig = sb_signal_wait();
+	SB_INFO("signal", "signal=%d", sig);
+	atomic_store(&gw->stop_requested, 1);
+	pthread_mutex_lock(&gw->handoff.lock);
+	if (!gw->ctx_gone)
+		lws_cancel_service(gw->ctx);
+	pthread_mutex_unlock(&gw->handoff.lock);
+	return NULL;
+}
+
+static const struct lws_protocols protocols[] = {
+    {"switchboard", gw_ws_callback, sizeof(struct gw_conn), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static int subscribe_gateway_subjects(struct gw *gw)
+{
+	char inbox[64];
+	snprintf(inbox, sizeof inbox, "%s*", gw->inbox_prefix);
+	natsStatus s = natsConnection_Subscribe(&gw->inbox_sub, gw->bus->nc, inbox, on_inbox, gw);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(gw->inbox_sub, -1, -1);
+	if (s == NATS_OK)
+		s = natsConnection_Subscribe(&gw->revoked_sub, gw->bus->nc, SB_SUBJ_AUTH_REVOKED,
+		                             on_revoked, gw);
+	if (s != NATS_OK) {
+		SB_ERROR("subscribe_failed", "error=\"%s\"", natsStatus_GetText(s));
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct gw *gw = calloc(1, sizeof *gw);
+	if (!gw)
+		return 1;
+	struct gw_config *cfg = &gw->cfg;
+	const struct sb_opt opts[] = {
+	    {"nats", "SB_NATS_URL", SB_OPT_STR, &cfg->nats_url, "nats://127.0.0.1:4222",
+	     "NATS server URL(s), comma-separated"},
+	    {"listen", "SB_LISTEN", SB_OPT_STR, &cfg->listen, "0.0.0.0:8000",
+	     "address:port for WebSocket and HTTP"},
+	    {"allowed-origins", "SB_ALLOWED_ORIGINS", SB_OPT_STR, &cfg->allowed_origins, "",
+	     "comma list of browser origins allowed to connect; empty = any (requests "
+	     "without Origin are always allowed)"},
+	    {"tls-cert", "SB_TLS_CERT", SB_OPT_STR, &cfg->tls_cert, "",
+	     "PEM certificate: serve wss:// and https://"},
+	    {"tls-key", "SB_TLS_KEY", SB_OPT_STR, &cfg->tls_key, "", "PEM private key for --tls-cert"},
+	    {"max-frame-bytes", "SB_MAX_FRAME_BYTES", SB_OPT_INT, &cfg->max_frame_bytes, "65536",
+	     "largest client frame; larger closes with 1009"},
+	    {"max-message-chars", "SB_MAX_MESSAGE_CHARS", SB_OPT_INT, &cfg->max_message_chars,
+	     "4096", "longest chat message in characters"},
+	    {"request-timeout-ms", "SB_REQUEST_TIMEOUT_MS", SB_OPT_INT, &cfg->request_timeout_ms,
+	     "2000", "wait for a chat-svc answer before retrying"},
+	    {"request-retries", "SB_REQUEST_RETRIES", SB_OPT_INT, &cfg->request_retries, "1",
+	     "retries of a chat request (same idempotency key) before the client gets an "
+	     "error"},
+	    {"auth-timeout-ms", "SB_AUTH_TIMEOUT_MS", SB_OPT_INT, &cfg->auth_timeout_ms, "1000",
+	     "wait for auth-svc on a handshake; no answer = 503"},
+	    {"partitions", "SB_PARTITIONS", SB_OPT_INT, &cfg->partitions, "1",
+	     "number of chat partitions (must match chat-svc)"},
+	    {"max-queue", "SB_MAX_QUEUE", SB_OPT_INT, &cfg->max_queue, "4096",
+	     "frames queued for one socket before it is closed as a slow consumer (1008)"},
+	    {"ping-interval", "SB_PING_INTERVAL", SB_OPT_INT, &cfg->ping_interval_s, "30",
+	     "seconds of silence before the gateway pings a client"},
+	    {"idle-timeout", "SB_IDLE_TIMEOUT", SB_OPT_INT, &cfg->idle_timeout_s, "75",
+	     "seconds of silence (no pong) before a client is dropped"},
+	    {"drain-timeout-ms", "SB_DRAIN_TIMEOUT_MS", SB_OPT_INT, &cfg->drain_timeout_ms, "10000",
+	     "on SIGTERM, longest wait for in-flight acknowledgements"},
+	    {"reuse-port", "SB_REUSE_PORT", SB_OPT_BOOL, &cfg->reuse_port, "false",
+	     "share the port with other gateway processes (SO_REUSEPORT)"},
+	    {"log-level", "SB_LOG_LEVEL", SB_OPT_STR, &cfg->log_level, "info",
+	     "debug, info, warn or error"},
+	    {NULL, NULL, 0, NULL, NULL, NULL},
+	};
+	int argi = sb_config_parse(argc, argv, opts, usage);
+	if (argi <= 0) {
+		free(gw);
+		return argi == 0 ? 0 : 2;
+	}
+	if (argi < argc) {
+		fprintf(stderr, "error: unexpected argument %s (see --help)\n", argv[argi]);
+		free(gw);
+		return 2;
+	}
+	if (sb_log_init("gateway", cfg->log_level) < 0) {
+		fprintf(stderr, "error: --log-level must be debug, info, warn or error\n");
+		free(gw);
+		return 2;
+	}
+	char host[128];
+	int port;
+	if (sb_parse_listen(cfg->listen, host, sizeof host, &port) < 0) {
+		fprintf(stderr, "error: --listen expects HOST:PORT, got \"%s\"\n", cfg->listen);
+		free(gw);
+		return 2;
+	}
+	if (cfg->partitions < 1 || cfg->max_frame_bytes < 128 || cfg->max_message_chars < 1 ||
+	    cfg->request_timeout_ms < 1 || cfg->max_queue < 1 || cfg->request_retries < 0) {
+		fprintf(stderr, "error: numeric settings out of range (see --help)\n");
+		free(gw);
+		return 2;
+	}
+	if (!!*cfg->tls_cert != !!*cfg->tls_key) {
+		fprintf(stderr, "error: --tls-cert and --tls-key go together\n");
+		free(gw);
+		return 2;
+	}
+
+	uint8_t rnd[8];
+	RAND_bytes(rnd, sizeof rnd);
+	memcpy(gw->instance, "gw", 2);
+	sb_hex(rnd, sizeof rnd, gw->instance + 2);
+	snprintf(gw->inbox_prefix, sizeof gw->inbox_prefix, "_INBOX.%s.", gw->instance);
+
+	sb_signal_block();
+	lws_set_log_level(LLL_ERR, lws_log_line);
+	if (gw_handoff_init(gw) < 0)
+		return 1;
+
+	static const uint32_t backoff[] = {1000};
+	lws_retry_bo_t retry = {
+	    .retry_ms_table = backoff,
+	    .retry_ms_table_count = 1,
+	    .secs_since_valid_ping = (uint16_t)cfg->ping_interval_s,
+	    .secs_since_valid_hangup = (uint16_t)cfg->idle_timeout_s,
+	};
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof info);
+	info.port = port;
+	info.iface = strcmp(host, "0.0.0.0") && *host ? host : NULL;
+	info.protocols = protocols;
+	info.user = gw;
+	info.retry_and_idle_policy = &retry;
+	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+	if (cfg->reuse_port)
+		info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
+	if (*cfg->tls_cert) {
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = cfg->tls_cert;
+		info.ssl_private_key_filepath = cfg->tls_key;
+	}
+	info.timeout_secs = 10;
+	gw->ctx = lws_create_context(&info);
+	if (!gw->ctx) {
+		SB_ERROR("listen_failed", "listen=%s", cfg->listen);
+		return 1;
+	}
+	if (sb_bus_open(&gw->bus, cfg->nats_url, gw->instance) < 0 ||
+	    subscribe_gateway_subjects(gw) < 0) {
+		lws_context_destroy(gw->ctx);
+		return 1;
+	}
+	pthread_t sig_thread;
+	pthread_create(&sig_thread, NULL, signal_thread, gw);
+	SB_INFO("ready", "listen=%s instance=%s tls=%s", cfg->listen, gw->instance,
+	        *cfg->tls_cert ? "on" : "off");
+
+	while (!gw->done)
+		if (lws_service(gw->ctx, 0) < 0)
+			break;
+
+	/* Teardown: stop bus delivery, then the lws context, then the bus. */
+	natsSubscription_Unsubscribe(gw->inbox_sub);
+	natsSubscription_Unsubscribe(gw->revoked_sub);
+	natsConnection_FlushTimeout(gw->bus->nc, 1000);
+	natsConnection_Close(gw->bus->nc);
+	pthread_mutex_lock(&gw->handoff.lock);
+	gw->ctx_gone = 1;
+	pthread_mutex_unlock(&gw->handoff.lock);
+	gw_requests_destroy_all(gw);
+	lws_context_destroy(gw->ctx);
+	natsSubscription_Destroy(gw->inbox_sub);
+	natsSubscription_Destroy(gw->revoked_sub);
+	gw_handoff_destroy(gw);
+	sb_bus_destroy(gw->bus, 100);
+	pthread_cancel(sig_thread);
+	pthread_join(sig_thread, NULL);
+	nats_Close();
+	SB_INFO("stopped", NULL);
+	free(gw);
+	return 0;
+}

@@ -1,0 +1,153 @@
+/*
+ * requests: the correlation table (a tsearch tree keyed by corr) and retry timers
+ * (lws_sul on the loop). See requests.h.
+ */
+#include "requests.h"
+
+#include <search.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+#include "sb_log.h"
+#include "sb_util.h"
+
+static int cmp_req(const void *a, const void *b)
+{
+	const struct gw_req *x = a, *y = b;
+	return x->corr < y->corr ? -1 : x->corr > y->corr;
+}
+
+static void req_free(struct gw *gw, struct gw_req *r)
+{
+	lws_sul_cancel(&r->sul);
+	tdelete(r, &gw->reqs, cmp_req);
+	if (r->conn) {
+		if (r->prev_of_conn)
+			r->prev_of_conn->next_of_conn = r->next_of_conn;
+		else
+			r->conn->reqs = r->next_of_conn;
+		if (r->next_of_conn)
+			r->next_of_conn->prev_of_conn = r->prev_of_conn;
+		if (r->kind == GW_REQ_SEND)
+			r->conn->inflight_sends--;
+	}
+	free(r->payload);
+	free(r);
+	gw->reqs_inflight--;
+}
+
+static int publish(struct gw *gw, struct gw_req *r)
+{
+	char reply[96];
+	snprintf(reply, sizeof reply, "%s%llu", gw->inbox_prefix, (unsigned long long)r->corr);
+	natsStatus s = natsConnection_PublishRequest(gw->bus->nc, r->subject, reply, r->payload,
+	                                             (int)r->payload_len);
+	return s == NATS_OK ? 0 : -1;
+}
+
+static void on_timeout(lws_sorted_usec_list_t *sul)
+{
+	struct gw_req *r = lws_container_of(sul, struct gw_req, sul);
+	struct gw *gw = r->gw;
+	gw->m.request_timeouts++;
+	if (r->conn && r->tries <= gw->cfg.request_retries && atomic_load(&gw->bus->connected)) {
+		r->tries++;
+		SB_WARN("request_retry", "subject=%s corr=%llu try=%d", r->subject,
+		        (unsigned long long)r->corr, r->tries);
+		publish(gw, r);
+		lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout,
+		                 gw->cfg.request_timeout_ms * LWS_US_PER_MS);
+		return;
+	}
+	SB_WARN("request_failed", "subject=%s corr=%llu tries=%d", r->subject,
+	        (unsigned long long)r->corr, r->tries);
+	if (r->conn)
+		gw_chat_on_failure(gw, r->conn, r->kind);
+	req_free(gw, r);
+}
+
+int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind,
+                     const char *subject, const Sb__Envelope *env)
+{
+	struct gw_req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -1;
+	if (sb_envelope_pack(env, &r->payload, &r->payload_len) < 0) {
+		free(r);
+		return -1;
+	}
+	r->gw = gw;
+	r->corr = ++gw->next_corr;
+	r->kind = kind;
+	r->tries = 1;
+	snprintf(r->subject, sizeof r->subject, "%s", subject);
+	if (!tsearch(r, &gw->reqs, cmp_req)) {
+		free(r->payload);
+		free(r);
+		return -1;
+	}
+	gw->reqs_inflight++;
+	r->conn = c;
+	r->next_of_conn = c->reqs;
+	if (c->reqs)
+		c->reqs->prev_of_conn = r;
+	c->reqs = r;
+	if (kind == GW_REQ_SEND)
+		c->inflight_sends++;
+	/* A publish that fails while the bus is down is retried by the timer. */
+	publish(gw, r);
+	lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout, gw->cfg.request_timeout_ms * LWS_US_PER_MS);
+	return 0;
+}
+
+void gw_requests_on_reply(struct gw *gw, natsMsg *msg)
+{
+	const char *subj = natsMsg_GetSubject(msg);
+	size_t plen = strlen(gw->inbox_prefix);
+	uint64_t corr;
+	if (strncmp(subj, gw->inbox_prefix, plen) != 0 ||
+	    sb_parse_u64(subj + plen, UINT64_MAX, &corr) < 0)
+		return;
+	struct gw_req key = {.corr = corr};
+	void *found = tfind(&key, &gw->reqs, cmp_req);
+	if (!found)
+		return; /* late reply to a request already answered or abandoned */
+	struct gw_req *r = *(struct gw_req **)found;
+	Sb__Envelope *env =
+	    sb_envelope_unpack(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+	if (!env) {
+		SB_WARN("bad_reply", "subject=%s", r->subject);
+		return; /* let the timer retry */
+	}
+	if (r->conn)
+		gw_chat_on_reply(gw, r->conn, r->kind, env);
+	sb_envelope_free(env);
+	req_free(gw, r);
+}
+
+void gw_requests_detach_conn(struct gw_conn *c)
+{
+	for (struct gw_req *r = c->reqs; r;) {
+		struct gw_req *next = r->next_of_conn;
+		r->conn = NULL;
+		r->next_of_conn = r->prev_of_conn = NULL;
+		r = next;
+	}
+	c->reqs = NULL;
+	c->inflight_sends = 0;
+}
+
+size_t gw_requests_inflight(struct gw *gw)
+{
+	return gw->reqs_inflight;
+}
+
+void gw_requests_destroy_all(struct gw *gw)
+{
+	while (gw->reqs) {
+		struct gw_req *r = *(struct gw_req **)gw->reqs;
+		r->conn = NULL;
+		req_free(gw, r);
+	}
+}

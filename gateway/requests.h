@@ -1,0 +1,31 @@
+/*
+ * requests: asynchronous, correlated bus requests from the loop thread. Each request
+ * is published with reply subject "<inbox_prefix><corr>" (one wildcard inbox
+ * subscription per gateway) and a timer; a timeout republishes the same bytes (the
+ * envelope carries an idempotency key, so chat-svc stores a retried send once) until
+ * --request-retries is spent, then the owner is told it failed. Loop thread only.
+ */
+#ifndef GW_REQUESTS_H
+#define GW_REQUESTS_H
+
+#include "gw.h"
+
+/* Publish env on subject as a request for socket c (c may not be NULL). Returns 0, or -1
+ * when it could not even be queued (the caller reports the error). */
+int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind,
+                     const char *subject, const Sb__Envelope *env);
+
+/* A reply arrived on the inbox (from the hand-off). Takes nothing; msg stays the
+ * caller's. Dispatches to the chat module. */
+void gw_requests_on_reply(struct gw *gw, natsMsg *msg);
+
+/* The socket is closing: its requests finish silently. */
+void gw_requests_detach_conn(struct gw_conn *c);
+
+/* Number of requests in flight (for draining). */
+size_t gw_requests_inflight(struct gw *gw);
+
+/* Cancel every timer and free every request (shutdown). */
+void gw_requests_destroy_all(struct gw *gw);
+
+#endif

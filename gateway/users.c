@@ -1,0 +1,134 @@
+/*
+ * users: user table (tsearch tree by id) and per-user subscriptions. Delivery
+ * callbacks run on libnats threads and only queue the message on the hand-off.
+ */
+#include "users.h"
+
+#include <search.h>
+#include <stdlib.h>
+
+#include "handoff.h"
+#include "sb_log.h"
+#include "sb_subjects.h"
+
+static int cmp_user(const void *a, const void *b)
+{
+	const struct gw_user *x = a, *y = b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+struct gw_user *gw_users_find(struct gw *gw, uint64_t id)
+{
+	struct gw_user key = {.id = id};
+	void *found = tfind(&key, &gw->users, cmp_user);
+	return found ? *(struct gw_user **)found : NULL;
+}
+
+/* libnats thread. */
+static void on_chat_delivery(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	gw_handoff_push(closure, GW_EV_DELIVER_CHAT, msg);
+}
+
+int gw_users_attach(struct gw *gw, struct gw_conn *c)
+{
+	struct gw_user *u = gw_users_find(gw, c->user_id);
+	if (!u) {
+		u = calloc(1, sizeof *u);
+		if (!u)
+			return -1;
+		u->id = c->user_id;
+		if (!tsearch(u, &gw->users, cmp_user)) {
+			free(u);
+			return -1;
+		}
+	}
+	if (c->kind == GW_CHAT && !u->chat_sub) {
+		char subj[64];
+		snprintf(subj, sizeof subj, SB_SUBJ_DELIVER_CHAT ".%llu",
+		         (unsigned long long)u->id);
+		natsStatus s =
+		    natsConnection_Subscribe(&u->chat_sub, gw->bus->nc, subj, on_chat_delivery, gw);
+		if (s == NATS_OK)
+			natsSubscription_SetPendingLimits(u->chat_sub, -1, -1);
+		else {
+			SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subj,
+			         natsStatus_GetText(s));
+			u->chat_sub = NULL;
+			if (u->nconns == 0) {
+				tdelete(u, &gw->users, cmp_user);
+				free(u);
+			}
+			return -1;
+		}
+	}
+	struct gw_conn **head = c->kind == GW_CHAT ? &u->chat : &u->notify;
+	c->next_of_user = *head;
+	c->prev_of_user = NULL;
+	if (*head)
+		(*head)->prev_of_user = c;
+	*head = c;
+	c->user = u;
+	u->nconns++;
+	return 0;
+}
+
+void gw_users_detach(struct gw *gw, struct gw_conn *c)
+{
+	struct gw_user *u = c->user;
+	if (!u)
+		return;
+	struct gw_conn **head = c->kind == GW_CHAT ? &u->chat : &u->notify;
+	if (c->prev_of_user)
+		c->prev_of_user->next_of_user = c->next_of_user;
+	else
+		*head = c->next_of_user;
+	if (c->next_of_user)
+		c->next_of_user->prev_of_user = c->prev_of_user;
+	c->next_of_user = c->prev_of_user = NULL;
+	c->user = NULL;
+	u->nconns--;
+	if (!u->chat && u->chat_sub) {
+		natsSubscription_Unsubscribe(u->chat_sub);
+		natsSubscription_Destroy(u->chat_sub);
+		u->chat_sub = NULL;
+	}
+	if (u->nconns == 0) {
+		tdelete(u, &gw->users, cmp_user);
+		free(u);
+	}
+}
+
+struct walk_ctx {
+	struct gw *gw;
+	void (*fn)(struct gw *, struct gw_conn *, void *);
+	void *arg;
+};
+
+static void walk(const void *node, VISIT which, void *closure)
+{
+	if (which != postorder && which != leaf)
+		return;
+	struct walk_ctx *w = closure;
+	const struct gw_user *u = *(struct gw_user *const *)node;
+	for (struct gw_conn *c = u->chat; c;) {
+		struct gw_conn *next = c->next_of_user;
+		w->fn(w->gw, c, w->arg);
+		c = next;
+	}
+	for (struct gw_conn *c = u->notify; c;) {
+		struct gw_conn *next = c->next_of_user;
+		w->fn(w->gw, c, w->arg);
+		c = next;
+	}
+}
+
+void gw_users_foreach_conn(struct gw *gw, void (*fn)(struct gw *, struct gw_conn *, void *),
+                           void *arg)
+{
+	/* fn must not detach sockets: it may only mark them for closing. */
+	struct walk_ctx w = {gw, fn, arg};
+	twalk_r(gw->users, walk, &w);
+}

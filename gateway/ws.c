@@ -1,0 +1,194 @@
+/*
+ * ws: lws callback dispatch. One protocol serves HTTP and both WebSocket endpoints;
+ * per-session data is struct gw_conn.
+ */
+#include "ws.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "chat.h"
+#include "conn.h"
+#include "frame.h"
+#include "handoff.h"
+#include "http.h"
+#include "requests.h"
+#include "sb_log.h"
+#include "sb_util.h"
+#include "users.h"
+
+static struct gw *gw_of(struct lws *wsi)
+{
+	return lws_context_user(lws_get_context(wsi));
+}
+
+
+static void close_if_idle(struct gw *gw, struct gw_conn *c, void *arg)
+{
+	(void)gw;
+	(void)arg;
+	if (c->inflight_sends == 0)
+		gw_conn_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
+}
+
+static int64_t total_conns(struct gw *gw)
+{
+	return gw->m.conns_current[GW_CHAT] + gw->m.conns_current[GW_NOTIFY];
+}
+
+static void drain_step(lws_sorted_usec_list_t *sul)
+{
+	struct gw *gw = lws_container_of(sul, struct gw, drain_sul);
+	gw_users_foreach_conn(gw, close_if_idle, NULL);
+	if ((total_conns(gw) == 0 && gw_requests_inflight(gw) == 0) ||
+	    sb_mono_ms() >= gw->drain_deadline_ms) {
+		SB_INFO("drained", "sockets_left=%lld requests_left=%zu",
+		        (long long)total_conns(gw), gw_requests_inflight(gw));
+		gw->done = 1;
+		lws_cancel_service(gw->ctx);
+		return;
+	}
+	lws_sul_schedule(gw->ctx, 0, &gw->drain_sul, drain_step, 50 * LWS_US_PER_MS);
+}
+
+void gw_ws_begin_drain(struct gw *gw)
+{
+	if (gw->draining)
+		return;
+	gw->draining = 1;
+	gw->drain_deadline_ms = sb_mono_ms() + gw->cfg.drain_timeout_ms;
+	SB_INFO("draining", "sockets=%lld requests=%zu", (long long)total_conns(gw),
+	        gw_requests_inflight(gw));
+	drain_step(&gw->drain_sul);
+}
+
+static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const char *in,
+                      size_t len)
+{
+	size_t remaining = lws_remaining_packet_payload(wsi);
+	if (lws_is_first_fragment(wsi)) {
+		c->rx_len = 0;
+		c->rx_binary = lws_frame_is_binary(wsi);
+	}
+	if ((int64_t)(c->rx_len + len + remaining) > gw->cfg.max_frame_bytes) {
+		static const char reason[] = "frame too large";
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)reason,
+		                 sizeof reason - 1);
+		return -1;
+	}
+	int complete = lws_is_final_fragment(wsi) && remaining == 0;
+	const char *data = in;
+	size_t dlen = len;
+	if (!complete || c->rx_len) {
+		char *grown = realloc(c->rx, c->rx_len + len + remaining + 1);
+		if (!grown)
+			return -1;
+		c->rx = grown;
+		memcpy(c->rx + c->rx_len, in, len);
+		c->rx_len += len;
+		if (!complete)
+			return 0;
+		data = c->rx;
+		dlen = c->rx_len;
+	}
+	gw->m.frames_in++;
+	if (c->rx_binary)
+		gw_conn_send_error(gw, c, GW_E_BINARY);
+	else if (c->kind != GW_CHAT)
+		gw_conn_send_error(gw, c, GW_E_NOTIFY_READONLY);
+	else if (!c->close_code)
+		gw_chat_on_frame(gw, c, data, dlen);
+	free(c->rx);
+	c->rx = NULL;
+	c->rx_len = 0;
+	return 0;
+}
+
+static int on_filter(struct gw *gw, struct lws *wsi, struct gw_conn *c)
+{
+	memset(c, 0, sizeof *c);
+	int status = gw_auth_check(gw, wsi, c);
+	if (status == 0)
+		return 0;
+	free(c->user_name);
+	c->user_name = NULL;
+	lws_return_http_status(wsi, (unsigned int)status, NULL);
+	return -1;
+}
+
+static int on_established(struct gw *gw, struct lws *wsi, struct gw_conn *c)
+{
+	c->wsi = wsi;
+	c->conn_id = ++gw->next_conn_id;
+	c->established = 1;
+	if (gw_users_attach(gw, c) < 0) {
+		gw_conn_release(gw, c);
+		return -1;
+	}
+	gw->m.conns_opened[c->kind]++;
+	gw->m.conns_current[c->kind]++;
+	SB_DEBUG("ws_open", "user=%llu conn=%llu endpoint=%s", (unsigned long long)c->user_id,
+	         (unsigned long long)c->conn_id, c->kind == GW_CHAT ? "chat" : "notifications");
+	if (c->kind == GW_CHAT)
+		gw_chat_on_open(gw, c);
+	return 0;
+}
+
+static void on_closed(struct gw *gw, struct gw_conn *c)
+{
+	if (!c->established)
+		return;
+	c->established = 0;
+	gw->m.conns_current[c->kind]--;
+	SB_DEBUG("ws_close", "user=%llu conn=%llu", (unsigned long long)c->user_id,
+	         (unsigned long long)c->conn_id);
+	gw_users_detach(gw, c);
+	gw_conn_release(gw, c);
+}
+
+int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
+{
+	struct gw *gw = gw_of(wsi);
+	struct gw_conn *c = user;
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		return gw_http_request(gw, wsi, c, (const char *)in);
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		return gw_http_writeable(wsi, c);
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		if (c && !c->established) {
+			free(c->http_body);
+			c->http_body = NULL;
+		}
+		break;
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return on_filter(gw, wsi, c);
+	case LWS_CALLBACK_ESTABLISHED:
+		return on_established(gw, wsi, c);
+	case LWS_CALLBACK_RECEIVE:
+		return on_receive(gw, wsi, c, in, len);
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return gw_conn_writeable(gw, c);
+	case LWS_CALLBACK_CLOSED:
+		on_closed(gw, c);
+		break;
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (c && !c->established && c->user_name) {
+			free(c->user_name);
+			c->user_name = NULL;
+		}
+		break;
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		gw_handoff_drain(gw);
+		if (atomic_load(&gw->stop_requested))
+			gw_ws_begin_drain(gw);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
