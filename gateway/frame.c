@@ -70,11 +70,11 @@ const char *gw_frame_parse_chat(const char *data, size_t len, size_t max_chars,
                                 struct gw_chat_frame *out)
 {
 	json_error_t jerr;
+	memset(out, 0, sizeof *out);
 	json_t *root = json_loadb(data, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return GW_E_INVALID_JSON;
 	const char *err = NULL;
-	memset(out, 0, sizeof *out);
 	if (!json_is_object(root)) {
 		err = GW_E_NOT_OBJECT;
 		goto fail;
