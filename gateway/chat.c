@@ -98,7 +98,7 @@ void gw_chat_on_delivery(struct gw *gw, natsMsg *msg)
 		struct gw_buf *b = gw_render_chat_message(env->chat_message);
 		if (b) {
 			for (struct gw_conn *c = u->chat; c; c = c->next_of_user)
-				gw_conn_deliver_chat(gw, c, b);
+				gw_conn_deliver(gw, c, b);
 			gw_buf_unref(b);
 		}
 	}

@@ -11,11 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "receipts.h"
 #include "render.h"
 #include "requests.h"
 #include "sb_log.h"
-#include "sb_subjects.h"
-#include "sb_util.h"
 
 static struct gw_qnode *node_new(struct gw_buf *buf)
 {
@@ -80,7 +79,7 @@ void gw_conn_send_error(struct gw *gw, struct gw_conn *c, const char *sentence)
 	gw_buf_unref(b);
 }
 
-void gw_conn_deliver_chat(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
+void gw_conn_deliver(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
 {
 	if (c->syncing) {
 		if ((int64_t)c->held_len >= gw->cfg.max_queue) {
@@ -111,25 +110,8 @@ void gw_conn_end_sync(struct gw *gw, struct gw_conn *c)
 	c->held_head = c->held_tail = NULL;
 	c->held_len = 0;
 	for (struct gw_qnode *i = n; i; i = i->next)
-		gw_conn_deliver_chat(gw, c, i->buf);
+		gw_conn_deliver(gw, c, i->buf);
 	queue_free(n);
-}
-
-static void report_delivered(struct gw *gw, const struct gw_buf *b)
-{
-	uint64_t ids[1] = {b->id};
-	Sb__Delivered d = SB__DELIVERED__INIT;
-	d.user_id = b->user_id;
-	d.n_ids = 1;
-	d.ids = ids;
-	Sb__Envelope env = SB__ENVELOPE__INIT;
-	env.body_case = SB__ENVELOPE__BODY_DELIVERED;
-	env.delivered = &d;
-	char subj[64];
-	snprintf(subj, sizeof subj, SB_SUBJ_CHAT_DELIVERED ".%u",
-	         sb_partition(b->user_id, (uint32_t)gw->cfg.partitions));
-	if (gw->bus)
-		sb_bus_publish(gw->bus, subj, NULL, &env);
 }
 
 int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
@@ -154,9 +136,12 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 		return -1;
 	}
 	gw->m.frames_out++;
-	if (b->is_chat) {
-		gw->m.chat_delivered++;
-		report_delivered(gw, b);
+	if (b->kind) {
+		if (b->kind == GW_CHAT)
+			gw->m.chat_delivered++;
+		else
+			gw->m.notify_delivered++;
+		gw_receipts_add(gw, b->kind, b->user_id ? b->user_id : c->user_id, b->id);
 	}
 	gw_buf_unref(b);
 	if (c->q_head)

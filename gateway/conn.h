@@ -14,9 +14,9 @@ void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
 /* Render and queue an error frame. */
 void gw_conn_send_error(struct gw *gw, struct gw_conn *c, const char *sentence);
 
-/* A chat_message for this socket: queued unless the socket already has that id; held
- * back while a backlog replay is running (gw_conn_end_sync releases it). */
-void gw_conn_deliver_chat(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
+/* A delivery (chat_message or notify) for this socket: queued unless the socket already
+ * has that id; held back while a backlog replay runs (gw_conn_end_sync releases it). */
+void gw_conn_deliver(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
 
 /* Backlog replay finished: queue held live frames newer than the backlog. */
 void gw_conn_end_sync(struct gw *gw, struct gw_conn *c);

@@ -40,9 +40,9 @@ enum gw_kind { GW_CHAT = 1, GW_NOTIFY = 2 };
 /* One outgoing frame, shared by every socket it goes to (refcounted; loop thread). */
 struct gw_buf {
 	int refs;
-	int is_chat;      /* a chat_message: report delivery once written */
-	uint64_t id;      /* chat message id (for dedup and receipts) */
-	uint64_t user_id; /* receiver, for receipts */
+	enum gw_kind kind; /* GW_CHAT / GW_NOTIFY: a delivery to report once written; 0 = reply */
+	uint64_t id;      /* message / notification id (for dedup and receipts) */
+	uint64_t user_id; /* receiver, for receipts (0 = broadcast: each socket's user) */
 	size_t len;
 	unsigned char data[]; /* LWS_PRE bytes of headroom, then len bytes of JSON */
 };
@@ -76,10 +76,10 @@ struct gw_conn {
 	size_t rx_len;
 	int rx_binary;
 
-	int syncing;          /* backlog replay in progress: live frames wait in `held` */
+	int syncing;          /* backlog replay in progress: live deliveries wait in `held` */
 	struct gw_qnode *held_head, *held_tail;
 	size_t held_len;
-	uint64_t last_id;     /* highest chat id queued to this socket */
+	uint64_t last_id;     /* highest message/notification id queued to this socket */
 	uint64_t send_seq;    /* per-socket counter for idempotency keys */
 
 	int close_code;       /* non-zero: close with this code at the next writeable */
@@ -98,10 +98,11 @@ struct gw_user {
 	struct gw_conn *chat;   /* list head */
 	struct gw_conn *notify; /* list head */
 	natsSubscription *chat_sub;
+	natsSubscription *notify_sub;
 	int nconns;
 };
 
-enum gw_req_kind { GW_REQ_SEND = 1, GW_REQ_SYNC };
+enum gw_req_kind { GW_REQ_SEND = 1, GW_REQ_SYNC, GW_REQ_NOTIFY_SYNC };
 
 /* An in-flight request on the bus, correlated by the reply subject's last token. */
 struct gw_req {
@@ -119,7 +120,7 @@ struct gw_req {
 	struct gw *gw;
 };
 
-enum gw_event_kind { GW_EV_REPLY = 1, GW_EV_DELIVER_CHAT, GW_EV_REVOKED };
+enum gw_event_kind { GW_EV_REPLY = 1, GW_EV_DELIVER_CHAT, GW_EV_DELIVER_NOTIFY, GW_EV_REVOKED };
 
 struct gw_event {
 	enum gw_event_kind kind;
@@ -143,10 +144,18 @@ struct gw_metrics {
 	uint64_t errors_sent;
 	uint64_t messages_acked;
 	uint64_t chat_delivered;
+	uint64_t notify_delivered;
 	uint64_t backlog_replayed;
 	uint64_t request_timeouts;
 	uint64_t slow_consumer_closes;
 	int64_t conns_current[3];
+	uint64_t receipts_sent;
+};
+
+struct gw_receipt {
+	enum gw_kind kind;
+	uint64_t user_id;
+	uint64_t id;
 };
 
 struct gw {
@@ -156,6 +165,7 @@ struct gw {
 	struct sb_bus *bus;
 	natsSubscription *inbox_sub;
 	natsSubscription *revoked_sub;
+	natsSubscription *notify_all_sub;
 	char instance[24];      /* random id of this gateway process */
 	char inbox_prefix[48];  /* "_INBOX.<instance>." */
 	struct gw_handoff handoff;
@@ -171,6 +181,10 @@ struct gw {
 	lws_sorted_usec_list_t drain_sul;
 	int done;
 	int64_t auth_down_until_ms; /* fail fast while auth-svc does not answer */
+	struct gw_receipt *receipts; /* pending delivery receipts (receipts.c) */
+	size_t receipts_len, receipts_cap;
+	int receipts_scheduled;
+	lws_sorted_usec_list_t receipts_sul;
 	struct gw_metrics m;
 };
 

@@ -7,6 +7,7 @@
 
 #include "auth.h"
 #include "chat.h"
+#include "notify.h"
 #include "requests.h"
 
 int gw_handoff_init(struct gw *gw)
@@ -49,6 +50,9 @@ void gw_handoff_drain(struct gw *gw)
 			break;
 		case GW_EV_DELIVER_CHAT:
 			gw_chat_on_delivery(gw, ev->msg);
+			break;
+		case GW_EV_DELIVER_NOTIFY:
+			gw_notify_on_delivery(gw, ev->msg);
 			break;
 		case GW_EV_REVOKED:
 			gw_auth_on_revoked(gw, ev->msg);

@@ -12,6 +12,7 @@
 
 #include "gw.h"
 #include "handoff.h"
+#include "receipts.h"
 #include "requests.h"
 #include "sb_config.h"
 #include "sb_log.h"
@@ -49,6 +50,13 @@ static void on_revoked(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
 	gw_handoff_push(closure, GW_EV_REVOKED, msg);
 }
 
+static void on_notify_all(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	gw_handoff_push(closure, GW_EV_DELIVER_NOTIFY, msg);
+}
+
 static void *signal_thread(void *arg)
 {
 	struct gw *gw = arg;
@@ -77,6 +85,11 @@ static int subscribe_gateway_subjects(struct gw *gw)
 	if (s == NATS_OK)
 		s = natsConnection_Subscribe(&gw->revoked_sub, gw->bus->nc, SB_SUBJ_AUTH_REVOKED,
 		                             on_revoked, gw);
+	if (s == NATS_OK)
+		s = natsConnection_Subscribe(&gw->notify_all_sub, gw->bus->nc,
+		                             SB_SUBJ_DELIVER_NOTIFY ".all", on_notify_all, gw);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(gw->notify_all_sub, -1, -1);
 	if (s != NATS_OK) {
 		SB_ERROR("subscribe_failed", "error=\"%s\"", natsStatus_GetText(s));
 		return -1;
@@ -218,6 +231,8 @@ int main(int argc, char **argv)
 	/* Teardown: stop bus delivery, then the lws context, then the bus. */
 	natsSubscription_Unsubscribe(gw->inbox_sub);
 	natsSubscription_Unsubscribe(gw->revoked_sub);
+	natsSubscription_Unsubscribe(gw->notify_all_sub);
+	gw_receipts_flush(gw);
 	natsConnection_FlushTimeout(gw->bus->nc, 1000);
 	natsConnection_Close(gw->bus->nc);
 	pthread_mutex_lock(&gw->handoff.lock);
@@ -227,6 +242,8 @@ int main(int argc, char **argv)
 	lws_context_destroy(gw->ctx);
 	natsSubscription_Destroy(gw->inbox_sub);
 	natsSubscription_Destroy(gw->revoked_sub);
+	natsSubscription_Destroy(gw->notify_all_sub);
+	gw_receipts_destroy(gw);
 	gw_handoff_destroy(gw);
 	sb_bus_destroy(gw->bus, 100);
 	pthread_cancel(sig_thread);

@@ -41,7 +41,7 @@ struct gw_buf *gw_render_chat_message(const Sb__ChatMessage *m)
 	json_object_set_new(o, "timestamp", json_string(sb_rfc3339(m->timestamp_ms, ts, sizeof ts)));
 	struct gw_buf *b = from_json(o);
 	if (b) {
-		b->is_chat = 1;
+		b->kind = GW_CHAT;
 		b->id = m->id;
 		b->user_id = m->receiver_id;
 	}
@@ -69,6 +69,28 @@ struct gw_buf *gw_render_error(const char *sentence)
 	json_object_set_new(o, "type", json_string("error"));
 	json_object_set_new(o, "error", json_string(sentence));
 	return from_json(o);
+}
+
+struct gw_buf *gw_render_notify(const Sb__Notification *n)
+{
+	char ts[32];
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "type", json_string("notify"));
+	json_object_set_new(o, "id", json_integer((json_int_t)n->id));
+	json_object_set_new(o, "title", json_string(n->title));
+	json_object_set_new(o, "message", json_string(n->message));
+	json_object_set_new(o, "notification_type",
+	                    json_string(*n->notification_type ? n->notification_type : "info"));
+	json_object_set_new(o, "timestamp", json_string(sb_rfc3339(n->timestamp_ms, ts, sizeof ts)));
+	struct gw_buf *b = from_json(o);
+	if (b) {
+		b->kind = GW_NOTIFY;
+		b->id = n->id;
+		b->user_id = n->user_id;
+	}
+	return b;
 }
 
 void gw_buf_ref(struct gw_buf *b)

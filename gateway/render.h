@@ -11,6 +11,7 @@
 struct gw_buf *gw_render_chat_message(const Sb__ChatMessage *m);
 struct gw_buf *gw_render_message_sent(const Sb__ChatSent *s);
 struct gw_buf *gw_render_error(const char *sentence);
+struct gw_buf *gw_render_notify(const Sb__Notification *n);
 
 void gw_buf_ref(struct gw_buf *b);
 void gw_buf_unref(struct gw_buf *b);

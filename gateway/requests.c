@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "notify.h"
 #include "sb_log.h"
 #include "sb_util.h"
 
@@ -62,7 +63,9 @@ static void on_timeout(lws_sorted_usec_list_t *sul)
 	}
 	SB_WARN("request_failed", "subject=%s corr=%llu tries=%d", r->subject,
 	        (unsigned long long)r->corr, r->tries);
-	if (r->conn)
+	if (r->conn && r->kind == GW_REQ_NOTIFY_SYNC)
+		gw_notify_on_failure(gw, r->conn);
+	else if (r->conn)
 		gw_chat_on_failure(gw, r->conn, r->kind);
 	req_free(gw, r);
 }
@@ -120,7 +123,9 @@ void gw_requests_on_reply(struct gw *gw, natsMsg *msg)
 		SB_WARN("bad_reply", "subject=%s", r->subject);
 		return; /* let the timer retry */
 	}
-	if (r->conn)
+	if (r->conn && r->kind == GW_REQ_NOTIFY_SYNC)
+		gw_notify_on_reply(gw, r->conn, env);
+	else if (r->conn)
 		gw_chat_on_reply(gw, r->conn, r->kind, env);
 	sb_envelope_free(env);
 	req_free(gw, r);

@@ -32,6 +32,41 @@ static void on_chat_delivery(natsConnection *nc, natsSubscription *sub, natsMsg 
 	gw_handoff_push(closure, GW_EV_DELIVER_CHAT, msg);
 }
 
+/* libnats thread. */
+static void on_notify_delivery(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                               void *closure)
+{
+	(void)nc;
+	(void)sub;
+	gw_handoff_push(closure, GW_EV_DELIVER_NOTIFY, msg);
+}
+
+static int subscribe(struct gw *gw, natsSubscription **sub, const char *base, uint64_t id,
+                     natsMsgHandler cb)
+{
+	char subj[64];
+	snprintf(subj, sizeof subj, "%s.%llu", base, (unsigned long long)id);
+	natsStatus s = natsConnection_Subscribe(sub, gw->bus->nc, subj, cb, gw);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(*sub, -1, -1);
+	if (s != NATS_OK) {
+		SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subj, natsStatus_GetText(s));
+		natsSubscription_Destroy(*sub);
+		*sub = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static void unsubscribe(natsSubscription **sub)
+{
+	if (!*sub)
+		return;
+	natsSubscription_Unsubscribe(*sub);
+	natsSubscription_Destroy(*sub);
+	*sub = NULL;
+}
+
 int gw_users_attach(struct gw *gw, struct gw_conn *c)
 {
 	struct gw_user *u = gw_users_find(gw, c->user_id);
@@ -45,24 +80,17 @@ int gw_users_attach(struct gw *gw, struct gw_conn *c)
 			return -1;
 		}
 	}
-	if (c->kind == GW_CHAT && !u->chat_sub) {
-		char subj[64];
-		snprintf(subj, sizeof subj, SB_SUBJ_DELIVER_CHAT ".%llu",
-		         (unsigned long long)u->id);
-		natsStatus s =
-		    natsConnection_Subscribe(&u->chat_sub, gw->bus->nc, subj, on_chat_delivery, gw);
-		if (s == NATS_OK)
-			natsSubscription_SetPendingLimits(u->chat_sub, -1, -1);
-		else {
-			SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subj,
-			         natsStatus_GetText(s));
-			u->chat_sub = NULL;
-			if (u->nconns == 0) {
-				tdelete(u, &gw->users, cmp_user);
-				free(u);
-			}
-			return -1;
+	int rc = 0;
+	if (c->kind == GW_CHAT && !u->chat_sub)
+		rc = subscribe(gw, &u->chat_sub, SB_SUBJ_DELIVER_CHAT, u->id, on_chat_delivery);
+	else if (c->kind == GW_NOTIFY && !u->notify_sub)
+		rc = subscribe(gw, &u->notify_sub, SB_SUBJ_DELIVER_NOTIFY, u->id, on_notify_delivery);
+	if (rc < 0) {
+		if (u->nconns == 0) {
+			tdelete(u, &gw->users, cmp_user);
+			free(u);
 		}
+		return -1;
 	}
 	struct gw_conn **head = c->kind == GW_CHAT ? &u->chat : &u->notify;
 	c->next_of_user = *head;
@@ -90,11 +118,10 @@ void gw_users_detach(struct gw *gw, struct gw_conn *c)
 	c->next_of_user = c->prev_of_user = NULL;
 	c->user = NULL;
 	u->nconns--;
-	if (!u->chat && u->chat_sub) {
-		natsSubscription_Unsubscribe(u->chat_sub);
-		natsSubscription_Destroy(u->chat_sub);
-		u->chat_sub = NULL;
-	}
+	if (!u->chat)
+		unsubscribe(&u->chat_sub);
+	if (!u->notify)
+		unsubscribe(&u->notify_sub);
 	if (u->nconns == 0) {
 		tdelete(u, &gw->users, cmp_user);
 		free(u);

@@ -13,6 +13,7 @@
 #include "frame.h"
 #include "handoff.h"
 #include "http.h"
+#include "notify.h"
 #include "requests.h"
 #include "sb_log.h"
 #include "sb_util.h"
@@ -132,6 +133,8 @@ static int on_established(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 	         (unsigned long long)c->conn_id, c->kind == GW_CHAT ? "chat" : "notifications");
 	if (c->kind == GW_CHAT)
 		gw_chat_on_open(gw, c);
+	else
+		gw_notify_on_open(gw, c);
 	return 0;
 }
 

@@ -71,7 +71,7 @@ static void test_render_chat_message(void **state)
 	                   "\"attachment\":null,\"timestamp\":\"2026-01-06T10:30:00Z\"}";
 	assert_int_equal(b->len, strlen(want));
 	assert_memory_equal(b->data + LWS_PRE, want, b->len);
-	assert_true(b->is_chat);
+	assert_int_equal(b->kind, GW_CHAT);
 	assert_int_equal(b->id, 456);
 	gw_buf_unref(b);
 }
