@@ -113,7 +113,12 @@ int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 		return 503;
 	}
 	int status = 403;
-	if (reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY && reply->verify_reply->ok &&
+	if (reply->body_case == SB__ENVELOPE__BODY_ERROR) {
+		/* auth-svc could not look (storage): not the client's fault. */
+		gw->m.conns_refused_unavailable++;
+		SB_WARN("auth_error", "text=\"%s\"", reply->error->text);
+		status = 503;
+	} else if (reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY && reply->verify_reply->ok &&
 	    reply->verify_reply->user_id > 0) {
 		const Sb__VerifyReply *v = reply->verify_reply;
 		c->kind = (enum gw_kind)kind;

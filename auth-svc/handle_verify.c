@@ -1,0 +1,67 @@
+/*
+ * handle_verify: auth.verify (gateway -> auth-svc, request/reply, queue "auth-svc").
+ *
+ * VerifyRequest{token} -> VerifyReply{ok, user_id, display_name, token_hash, expires_at}
+ * or VerifyReply{ok = false, reason}. Design: every refusal has the same shape, so the
+ * gateway needs one code path; `reason` is for its logs only. A string that is not
+ * token-shaped is refused before any look-up (auth_store checks the shape first), so
+ * junk costs no SQLite work. A storage failure is not a refusal: it is answered with
+ * Error{ERR_STORAGE} so the gateway can say "unavailable" rather than 403. The token
+ * never reaches a log line; the user id and hash prefix do, at debug level.
+ */
+#include <string.h>
+
+#include "auth_svc.h"
+#include "sb_log.h"
+#include "sb_util.h"
+
+static void answer(struct auth_svc *svc, natsMsg *msg, const Sb__Envelope *req)
+{
+	struct auth_verdict v;
+	enum auth_status s = AUTH_OK;
+	char rid[AUTH_RID_BUF];
+	char hp[AUTH_HASH_PREFIX_BUF];
+
+	memset(&v, 0, sizeof v);
+	v.refusal = AUTH_TOKEN_MALFORMED;
+	if (req && req->body_case == SB__ENVELOPE__BODY_VERIFY_REQUEST && req->verify_request) {
+		const char *token = req->verify_request->token ? req->verify_request->token : "";
+		s = auth_store_token_verify(svc->store, token, strlen(token), sb_now_ms(), &v);
+	}
+	if (s != AUTH_OK) {
+		SB_ERROR("verify_failed", "rid=%s error=storage", auth_log_rid(req, rid));
+		auth_reply_error(svc, msg, req, SB__ERROR_CODE__ERR_STORAGE, "storage error");
+		return;
+	}
+
+	Sb__VerifyReply vr = SB__VERIFY_REPLY__INIT;
+	Sb__Envelope rep = SB__ENVELOPE__INIT;
+	rep.body_case = SB__ENVELOPE__BODY_VERIFY_REPLY;
+	rep.verify_reply = &vr;
+	vr.ok = v.refusal == AUTH_TOKEN_VALID;
+	vr.reason = (char *)auth_refusal_reason(v.refusal);
+	if (vr.ok) {
+		vr.user_id = v.user_id;
+		vr.display_name = v.name;
+		vr.token_hash.data = v.hash;
+		vr.token_hash.len = sizeof v.hash;
+		vr.expires_at = v.expires_ms / 1000;
+	}
+	if (v.refusal == AUTH_TOKEN_MALFORMED)
+		SB_DEBUG("verify", "rid=%s ok=0 reason=malformed", auth_log_rid(req, rid));
+	else
+		SB_DEBUG("verify", "rid=%s ok=%d user=%llu hash=%s reason=\"%s\"",
+		         auth_log_rid(req, rid), vr.ok ? 1 : 0, (unsigned long long)v.user_id,
+		         auth_log_hash(v.hash, hp), vr.reason);
+	auth_reply(svc, msg, req, &rep, "verify_reply_failed");
+}
+
+void auth_handle_verify(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	Sb__Envelope *req = auth_decode(msg);
+	answer(closure, msg, req);
+	sb_envelope_free(req);
+	natsMsg_Destroy(msg);
+}
