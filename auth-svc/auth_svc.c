@@ -59,3 +59,30 @@ const char *auth_log_hash(const uint8_t hash[SB_TOKEN_HASH_LEN], char buf[AUTH_H
 	sb_hex(hash, 4, buf);
 	return buf;
 }
+
+void auth_metrics_init(struct auth_svc *svc)
+{
+	static const char verify[] = "sb_auth_verify_total";
+	static const char verify_help[] = "auth.verify answers by outcome.";
+	svc->verify_ok = (struct sb_metric){.name = verify, .labels = "outcome=\"ok\"",
+	                                    .help = verify_help, .type = SB_COUNTER};
+	svc->verify_refused = (struct sb_metric){.name = verify, .labels = "outcome=\"refused\"",
+	                                         .help = verify_help, .type = SB_COUNTER};
+	svc->verify_errors = (struct sb_metric){.name = verify, .labels = "outcome=\"error\"",
+	                                        .help = verify_help, .type = SB_COUNTER};
+	svc->lookups = (struct sb_metric){.name = "sb_auth_lookups_total",
+	                                  .help = "auth.lookup requests answered.",
+	                                  .type = SB_COUNTER};
+	svc->admin_requests = (struct sb_metric){.name = "sb_auth_admin_requests_total",
+	                                         .help = "auth.admin requests answered.",
+	                                         .type = SB_COUNTER};
+	svc->request_seconds = (struct sb_metric){.name = "sb_auth_request_seconds",
+	                                          .help = "Time to answer a bus request.",
+	                                          .type = SB_HISTOGRAM};
+	sb_metrics_add(&svc->metrics, &svc->request_seconds);
+	sb_metrics_add(&svc->metrics, &svc->admin_requests);
+	sb_metrics_add(&svc->metrics, &svc->lookups);
+	sb_metrics_add(&svc->metrics, &svc->verify_errors);
+	sb_metrics_add(&svc->metrics, &svc->verify_refused);
+	sb_metrics_add(&svc->metrics, &svc->verify_ok);
+}

@@ -14,11 +14,19 @@
 
 #include "auth_store.h"
 #include "sb_bus.h"
+#include "sb_metrics.h"
 
 struct auth_svc {
 	struct sb_bus *bus;
 	struct auth_store *store;
+	_Atomic int ready;
+	struct sb_metrics metrics; /* served on /metrics (--http-listen) */
+	struct sb_metric verify_ok, verify_refused, verify_errors, lookups, admin_requests;
+	struct sb_metric request_seconds;
 };
+
+/* Register the metrics above with svc->metrics. */
+void auth_metrics_init(struct auth_svc *svc);
 
 /* libnats message callbacks; closure is the struct auth_svc. Each takes ownership of
  * msg and destroys it. Thread: libnats delivery threads. */

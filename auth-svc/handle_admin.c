@@ -198,8 +198,10 @@ void auth_handle_admin(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
 {
 	(void)nc;
 	(void)sub;
+	struct auth_svc *svc = closure;
 	Sb__Envelope *req = auth_decode(msg);
-	answer(closure, msg, req);
+	answer(svc, msg, req);
+	sb_metric_inc(&svc->admin_requests, 1);
 	sb_envelope_free(req);
 	natsMsg_Destroy(msg);
 }

@@ -31,6 +31,7 @@ static void answer(struct auth_svc *svc, natsMsg *msg, const Sb__Envelope *req)
 	if (s != AUTH_OK) {
 		SB_ERROR("verify_failed", "rid=%s error=storage", auth_log_rid(req, rid));
 		auth_reply_error(svc, msg, req, SB__ERROR_CODE__ERR_STORAGE, "storage error");
+		sb_metric_inc(&svc->verify_errors, 1);
 		return;
 	}
 
@@ -54,14 +55,18 @@ static void answer(struct auth_svc *svc, natsMsg *msg, const Sb__Envelope *req)
 		         auth_log_rid(req, rid), vr.ok ? 1 : 0, (unsigned long long)v.user_id,
 		         auth_log_hash(v.hash, hp), vr.reason);
 	auth_reply(svc, msg, req, &rep, "verify_reply_failed");
+	sb_metric_inc(vr.ok ? &svc->verify_ok : &svc->verify_refused, 1);
 }
 
 void auth_handle_verify(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
 	(void)nc;
 	(void)sub;
+	struct auth_svc *svc = closure;
+	int64_t t0 = sb_mono_us();
 	Sb__Envelope *req = auth_decode(msg);
-	answer(closure, msg, req);
+	answer(svc, msg, req);
+	sb_metric_observe_us(&svc->request_seconds, (uint64_t)(sb_mono_us() - t0));
 	sb_envelope_free(req);
 	natsMsg_Destroy(msg);
 }

@@ -19,6 +19,7 @@
 #include "auth_db.h"
 #include "auth_svc.h"
 #include "sb_config.h"
+#include "sb_http.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
@@ -30,6 +31,7 @@ struct config {
 	const char *data_dir;
 	const char *log_level;
 	const char *jwt_secret;
+	const char *http_listen;
 };
 
 static const char usage[] =
@@ -126,6 +128,8 @@ int main(int argc, char **argv)
 	     "debug, info, warn or error"},
 	    {"jwt-secret", "SB_JWT_SECRET", SB_OPT_STR, &cfg.jwt_secret, "",
 	     "HS256 secret for Django simplejwt tokens (accepted, not used yet)"},
+	    {"http-listen", "SB_HTTP_LISTEN", SB_OPT_STR, &cfg.http_listen, "",
+	     "HOST:PORT for /healthz, /readyz and /metrics; empty = off"},
 	    {NULL, NULL, SB_OPT_STR, NULL, NULL, NULL},
 	};
 	int first = sb_config_parse(argc, argv, opts, usage);
@@ -157,9 +161,15 @@ int main(int argc, char **argv)
 		SB_ERROR("data_dir", "path=%s error=\"path too long\"", cfg.data_dir);
 		return 1;
 	}
-	struct auth_svc svc = {NULL, NULL};
+	static struct auth_svc svc; /* lives until exit: the HTTP thread reads it */
+	auth_metrics_init(&svc);
 	if (auth_store_open(&svc.store, path) < 0)
 		return 1;
+	struct sb_http *http = NULL;
+	if (sb_http_start(&http, cfg.http_listen, &svc.bus, &svc.ready, &svc.metrics) < 0) {
+		auth_store_close(svc.store);
+		return 1;
+	}
 
 	struct stopper stopper = {0, 0};
 	pthread_t waiter;
@@ -177,6 +187,7 @@ int main(int argc, char **argv)
 		SB_ERROR("subscribe_failed", "msg=\"could not subscribe and flush\"");
 		failed = 1;
 	} else {
+		atomic_store(&svc.ready, 1);
 		SB_INFO("ready",
 		        "db=%s schema=%d subjects=auth.verify,auth.lookup,auth.admin "
 		        "queue=%s",
@@ -187,8 +198,10 @@ int main(int argc, char **argv)
 		SB_INFO("stopping", "signal=%s", stopper.signal == SIGINT ? "SIGINT" : "SIGTERM");
 	}
 
+	atomic_store(&svc.ready, 0);
 	unsubscribe(subs, 3);
 	sb_bus_destroy(svc.bus, 1000);
+	sb_http_stop(http);
 	auth_store_close(svc.store);
 	if (failed) {
 		/* The waiter is still parked in sigwait; exit takes it with the process. */

@@ -25,6 +25,13 @@ int64_t sb_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t sb_mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 char *sb_rfc3339(int64_t ms, char *buf, size_t size)
 {
 	time_t t = (time_t)(ms / 1000);

@@ -11,6 +11,7 @@
 /* Wall clock in milliseconds since the epoch / monotonic milliseconds. */
 int64_t sb_now_ms(void);
 int64_t sb_mono_ms(void);
+int64_t sb_mono_us(void);
 
 /* Format unix milliseconds as RFC 3339 UTC with a trailing Z, second precision
  * ("2026-01-06T10:30:00Z"), into buf (at least 21 bytes). Returns buf. */
