@@ -127,7 +127,7 @@ int main(int argc, char **argv)
 	    {"log-level", "SB_LOG_LEVEL", SB_OPT_STR, &cfg.log_level, "info",
 	     "debug, info, warn or error"},
 	    {"jwt-secret", "SB_JWT_SECRET", SB_OPT_STR, &cfg.jwt_secret, "",
-	     "HS256 secret for Django simplejwt tokens (accepted, not used yet)"},
+	     "HS256 secret of Django simplejwt access tokens; empty = JWTs refused"},
 	    {"http-listen", "SB_HTTP_LISTEN", SB_OPT_STR, &cfg.http_listen, "",
 	     "HOST:PORT for /healthz, /readyz and /metrics; empty = off"},
 	    {NULL, NULL, SB_OPT_STR, NULL, NULL, NULL},
@@ -145,9 +145,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "error: unknown log level \"%s\"\n", cfg.log_level);
 		return 2;
 	}
-	if (*cfg.jwt_secret)
-		SB_WARN("jwt_unsupported", "msg=\"--jwt-secret is accepted but JWTs are not "
-		                           "verified yet; only sb_ tokens work\"");
 
 	/* Before any thread exists, so every thread inherits the mask. */
 	sb_signal_block();
@@ -163,6 +160,7 @@ int main(int argc, char **argv)
 	}
 	static struct auth_svc svc; /* lives until exit: the HTTP thread reads it */
 	auth_metrics_init(&svc);
+	svc.jwt_secret = cfg.jwt_secret;
 	if (auth_store_open(&svc.store, path) < 0)
 		return 1;
 	struct sb_http *http = NULL;

@@ -48,10 +48,24 @@ int gw_auth_origin_allowed(const char *list, const char *origin)
 	return 0;
 }
 
+int gw_auth_jwt_shaped(const char *t, size_t len)
+{
+	int dots = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = t[i];
+		if (c == '.')
+			dots++;
+		else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		           (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return 0;
+	}
+	return dots == 2 && len >= 5;
+}
+
 /* Copy the value of ?token= into buf; returns its length, 0 when absent or empty. */
 static size_t query_token(struct lws *wsi, char *buf, size_t size)
 {
-	char frag[160];
+	char frag[GW_MAX_TOKEN + 8];
 	for (int n = 0; n < 32; n++) {
 		int len = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, n);
 		if (len < 0)
@@ -85,9 +99,9 @@ int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 		SB_INFO("refused", "reason=origin endpoint=%s", path);
 		return 403;
 	}
-	char token[128];
+	char token[GW_MAX_TOKEN + 1];
 	size_t tlen = query_token(wsi, token, sizeof token);
-	if (!tlen || !sb_token_well_formed(token, tlen)) {
+	if (!tlen || !(sb_token_well_formed(token, tlen) || gw_auth_jwt_shaped(token, tlen))) {
 		gw->m.conns_refused_auth++;
 		SB_INFO("refused", "reason=%s endpoint=%s", tlen ? "malformed_token" : "no_token",
 		        path);

@@ -19,6 +19,11 @@ int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c);
 /* An auth.revoked message from the hand-off: close the affected sockets. */
 void gw_auth_on_revoked(struct gw *gw, natsMsg *msg);
 
+#define GW_MAX_TOKEN 2048
+
+/* 1 when t looks like a JWT (three base64url segments): worth asking auth-svc. */
+int gw_auth_jwt_shaped(const char *t, size_t len);
+
 /* Endpoint of a request path: GW_CHAT, GW_NOTIFY or 0. */
 int gw_auth_endpoint(const char *path);
 
