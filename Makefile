@@ -5,7 +5,9 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run test test-asan format clean
+FUZZ_SECONDS ?= 300
+
+.PHONY: all deps build run test test-unit fuzz-smoke fuzz test-asan format clean
 
 all: build
 
@@ -19,8 +21,23 @@ build: deps
 run: build
 	@scripts/run.sh $(BUILD)
 
+# Every unit, end-to-end and corpus-replay test, then each fuzz target for a few seconds.
 test: build
 	@cd $(BUILD) && ctest --output-on-failure --timeout 900
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+fuzz-smoke: deps
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DSB_FUZZ=ON \
+		-DSB_FUZZ_SECONDS=$(or $(SMOKE_SECONDS),10) >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_frame fuzz_envelope fuzz_jwt fuzz_token
+	@cd build-fuzz && ctest --output-on-failure -R '^fuzz_run_'
+
+# Long fuzzing; new inputs that add coverage are merged into the committed corpus.
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-smoke SMOKE_SECONDS=$(FUZZ_SECONDS)
+	@for t in frame envelope jwt token; do \
+		build-fuzz/tests/fuzz/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t build-fuzz/tests/fuzz/new-$$t; \
+	done
 
 test-asan:
 	@$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_EXTRA=-DSB_ASAN=ON
@@ -29,4 +46,4 @@ format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz

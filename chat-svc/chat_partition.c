@@ -1,0 +1,133 @@
+/*
+ * chat_partition: build, subscribe and tear down one owned partition.
+ *
+ * Teardown order is what makes shutdown lose nothing: subscriptions drain first (the
+ * server stops routing to us, messages already here are still handled and queued),
+ * then the writer commits and answers whatever is queued, and only then do the
+ * stores close.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "chat_store.h"
+#include "chat_svc.h"
+#include "chat_writer.h"
+#include "sb_bus.h"
+#include "sb_log.h"
+#include "sb_subjects.h"
+#include "sb_util.h"
+
+int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint32_t id,
+                        const char *data_dir)
+{
+	char path[4096];
+	if (snprintf(path, sizeof path, "%s/chat-%u.db", data_dir, id) >= (int)sizeof path) {
+		SB_ERROR("partition_open", "partition=%u msg=\"data dir path too long\"", id);
+		return -1;
+	}
+	struct chat_partition *part = calloc(1, sizeof *part);
+	if (!part)
+		return -1;
+	part->svc = svc;
+	part->id = id;
+	if (pthread_mutex_init(&part->rd_lock, NULL) != 0) {
+		free(part);
+		return -1;
+	}
+	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
+	if (chat_store_open(&part->wr, path, svc->partitions, id, 0) < 0 ||
+	    chat_store_open(&part->rd, path, svc->partitions, id, 1) < 0 ||
+	    chat_writer_create(&part->writer, part->wr, id, &limits) < 0) {
+		chat_partition_destroy(part);
+		return -1;
+	}
+	SB_INFO("partition_open", "partition=%u partitions=%u path=%s", id, svc->partitions, path);
+	*out = part;
+	return 0;
+}
+
+int chat_partition_subscribe(struct chat_partition *part)
+{
+	static const struct {
+		const char *prefix;
+		natsMsgHandler cb;
+	} table[CHAT_SUB_COUNT] = {
+	    [CHAT_SUB_SEND] = {SB_SUBJ_CHAT_SEND, chat_send_on_msg},
+	    [CHAT_SUB_SYNC] = {SB_SUBJ_CHAT_SYNC, chat_sync_on_msg},
+	    [CHAT_SUB_DELIVERED] = {SB_SUBJ_CHAT_DELIVERED, chat_delivered_on_msg},
+	};
+	for (int i = 0; i < CHAT_SUB_COUNT; i++) {
+		char subject[64];
+		snprintf(subject, sizeof subject, "%s.%u", table[i].prefix, part->id);
+		natsStatus s = natsConnection_QueueSubscribe(
+		    &part->subs[i], part->svc->bus->nc, subject, SB_QUEUE_CHAT, table[i].cb, part);
+		if (s != NATS_OK) {
+			SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subject,
+			         natsStatus_GetText(s));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void chat_partition_drain(struct chat_partition *part, int timeout_ms)
+{
+	for (int i = 0; i < CHAT_SUB_COUNT; i++)
+		if (part->subs[i])
+			natsSubscription_DrainTimeout(part->subs[i], timeout_ms);
+}
+
+int chat_partition_wait_drained(struct chat_partition *part, int64_t deadline_ms)
+{
+	int complete = 1;
+	for (int i = 0; i < CHAT_SUB_COUNT; i++) {
+		if (!part->subs[i])
+			continue;
+		int64_t left = deadline_ms - sb_mono_ms();
+		/* 0 would mean "no timeout" to libnats */
+		natsStatus s =
+		    natsSubscription_WaitForDrainCompletion(part->subs[i], left > 0 ? left : 1);
+		if (s != NATS_OK ||
+		    natsSubscription_DrainCompletionStatus(part->subs[i]) != NATS_OK)
+			complete = 0;
+	}
+	if (!complete)
+		SB_WARN("drain_incomplete", "partition=%u", part->id);
+	return complete ? 0 : -1;
+}
+
+void chat_partition_stop(struct chat_partition *part)
+{
+	if (!part->writer)
+		return;
+	chat_writer_stop(part->writer);
+	struct chat_writer_stats st;
+	chat_writer_get_stats(part->writer, &st);
+	SB_INFO("writer_stats",
+	        "partition=%u batches=%llu jobs=%llu avg_batch=%.1f max_batch=%zu "
+	        "batch_1=%llu batch_2_7=%llu batch_8_63=%llu batch_64_511=%llu batch_512_up=%llu "
+	        "failed_batches=%llu refused=%llu",
+	        part->id, (unsigned long long)st.batches, (unsigned long long)st.jobs,
+	        st.batches ? (double)st.jobs / (double)st.batches : 0.0, st.max_batch,
+	        (unsigned long long)st.buckets[0], (unsigned long long)st.buckets[1],
+	        (unsigned long long)st.buckets[2], (unsigned long long)st.buckets[3],
+	        (unsigned long long)st.buckets[4], (unsigned long long)st.failed_batches,
+	        (unsigned long long)st.refused);
+}
+
+void chat_partition_destroy(struct chat_partition *part)
+{
+	if (!part)
+		return;
+	for (int i = 0; i < CHAT_SUB_COUNT; i++) {
+		if (part->subs[i]) {
+			natsSubscription_Unsubscribe(part->subs[i]);
+			natsSubscription_Destroy(part->subs[i]);
+		}
+	}
+	chat_writer_destroy(part->writer);
+	chat_store_destroy(part->rd);
+	chat_store_destroy(part->wr);
+	pthread_mutex_destroy(&part->rd_lock);
+	free(part);
+}

@@ -1,0 +1,53 @@
+/*
+ * chat_receivers: "does user X exist?", answered by auth-svc and cached.
+ *
+ * A send to a user nobody registered must be refused, but asking auth-svc once per
+ * message would put it on the hot path. Positive answers are cached for ~30 s and
+ * negative ones for ~2 s (a user just added becomes reachable quickly). The cache is
+ * a fixed-size direct-mapped table: bounded memory, O(1), a collision just costs one
+ * more look-up. Failures to get an answer are never cached.
+ */
+#ifndef CHAT_RECEIVERS_H
+#define CHAT_RECEIVERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum chat_receiver_status {
+	CHAT_RECEIVER_UNAVAILABLE = -1, /* nobody answered */
+	CHAT_RECEIVER_UNKNOWN = 0,
+	CHAT_RECEIVER_FOUND = 1,
+};
+
+/* Ask the authority about user_id. May block (up to its own timeout). Returns an
+ * enum chat_receiver_status. request_id is for logs and may be NULL. */
+typedef int (*chat_lookup_fn)(void *ctx, uint64_t user_id, const char *request_id);
+
+struct chat_receivers_config {
+	chat_lookup_fn lookup;
+	void *lookup_ctx;
+	int64_t positive_ttl_ms; /* e.g. 30000 */
+	int64_t negative_ttl_ms; /* e.g. 2000 */
+	size_t slots;            /* rounded up to a power of two, e.g. 16384 */
+};
+
+struct chat_receivers;
+
+int chat_receivers_create(struct chat_receivers **out, const struct chat_receivers_config *cfg);
+void chat_receivers_destroy(struct chat_receivers *r);
+
+/* Any thread; may block in the look-up on a cache miss (never while holding the
+ * cache lock). Returns an enum chat_receiver_status. */
+int chat_receivers_check(struct chat_receivers *r, uint64_t user_id, const char *request_id);
+
+/* The chat_lookup_fn that asks auth-svc over the bus: ctx is a struct
+ * chat_auth_lookup. Blocking request on auth.lookup; safe on a libnats delivery thread
+ * because the reply arrives through the connection's own request inbox thread. */
+struct sb_bus;
+struct chat_auth_lookup {
+	struct sb_bus *bus;
+	int timeout_ms;
+};
+int chat_auth_lookup(void *ctx, uint64_t user_id, const char *request_id);
+
+#endif

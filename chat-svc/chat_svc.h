@@ -1,0 +1,79 @@
+/*
+ * chat_svc: the objects chat-svc is wired from, and its three subject handlers.
+ *
+ * One struct chat_partition per owned partition holds everything of that partition:
+ * its SQLite file (a read-write handle owned by the writer thread and a read-only one
+ * for backlog reads, so a sync never waits for an fsync), its group-commit writer and
+ * its subscriptions. Handlers get the partition as their closure; nothing is global.
+ */
+#ifndef CHAT_SVC_H
+#define CHAT_SVC_H
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sb_bus;
+struct chat_store;
+struct chat_writer;
+struct chat_receivers;
+
+/* Field bounds beyond the configurable message size. */
+#define CHAT_MAX_ATTACHMENT_BYTES 4096
+#define CHAT_MAX_NAME_BYTES       1024
+#define CHAT_MAX_IDEM_KEY_BYTES   256
+#define CHAT_SYNC_DEFAULT_LIMIT   200
+#define CHAT_SYNC_MAX_LIMIT       1000
+#define CHAT_DELIVERED_MAX_IDS    10000
+
+/* Shared by every partition; read-only once subscriptions exist. */
+struct chat_svc {
+	struct sb_bus *bus;
+	struct chat_receivers *receivers;
+	uint32_t partitions; /* P */
+	size_t max_message_bytes;
+};
+
+enum { CHAT_SUB_SEND, CHAT_SUB_SYNC, CHAT_SUB_DELIVERED, CHAT_SUB_COUNT };
+
+struct chat_partition {
+	struct chat_svc *svc;
+	uint32_t id;
+	struct chat_store *wr; /* the writer thread's */
+	struct chat_store *rd; /* backlog reads, under rd_lock */
+	pthread_mutex_t rd_lock;
+	struct chat_writer *writer;
+	natsSubscription *subs[CHAT_SUB_COUNT];
+};
+
+/* Open <data_dir>/chat-<id>.db (read-write, migrated, then read-only) and start the
+ * partition's writer thread. Returns 0 and sets *out, or -1 (logged). */
+int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint32_t id,
+                        const char *data_dir);
+
+/* Queue-subscribe chat.send.<id>, chat.sync.<id>, chat.delivered.<id> on svc->bus.
+ * Returns 0 or -1 (logged). */
+int chat_partition_subscribe(struct chat_partition *part);
+
+/* Shutdown, in this order for all partitions: start draining the subscriptions (no
+ * new requests, pending ones still handled), wait for the drains, then stop the
+ * writer (it commits and answers what is queued) and log its statistics.
+ * wait_drained waits until sb_mono_ms() reaches deadline_ms at most, and returns -1 when a drain
+ * did not complete in time: a callback may then still be running, and the partition must not be
+ * destroyed. */
+void chat_partition_drain(struct chat_partition *part, int timeout_ms);
+int chat_partition_wait_drained(struct chat_partition *part, int64_t deadline_ms);
+void chat_partition_stop(struct chat_partition *part);
+
+/* Unsubscribe, stop the writer (if needed), close the stores and free. NULL is a
+ * no-op. Only once no handler of this partition can still be running. */
+void chat_partition_destroy(struct chat_partition *part);
+
+/* Subject handlers; run on libnats delivery threads with the partition as closure.
+ * Each takes ownership of msg. */
+void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
+void chat_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
+void chat_delivered_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * chat_writer: one thread per partition that owns the read-write store and commits
+ * in groups.
+ *
+ * NATS callbacks must not each pay an fsync. They hand a job to the writer's bounded
+ * queue and return; the writer takes everything queued (up to a batch limit), runs
+ * every job inside ONE transaction, commits once, and only then lets each job answer
+ * (reply, publish). Under load the batch grows by itself, so the fsync cost is shared
+ * by everyone who arrived while the previous commit was running. The writer knows
+ * nothing about subjects: a job brings its own store and finish functions.
+ */
+#ifndef CHAT_WRITER_H
+#define CHAT_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct chat_store;
+struct chat_job;
+
+struct chat_job_ops {
+	/* Writer thread, inside the open transaction. Return 0, or -1 on a storage
+	 * failure: the whole batch is then rolled back and every job finishes with
+	 * committed = 0. */
+	int (*store)(struct chat_job *job, struct chat_store *st);
+	/* Writer thread, after COMMIT (committed = 1) or ROLLBACK (0). Answers whoever
+	 * is waiting and frees the job. */
+	void (*finish)(struct chat_job *job, int committed);
+};
+
+/* Embedded as the first member of each kind of job. */
+struct chat_job {
+	struct chat_job *next; /* queue link, owned by the writer while queued */
+	const struct chat_job_ops *ops;
+	size_t bytes; /* what the job holds in memory, charged against max_bytes */
+};
+
+struct chat_writer_limits {
+	size_t max_jobs;  /* queued jobs beyond which submit refuses (e.g. 65536) */
+	size_t max_bytes; /* queued bytes beyond which submit refuses */
+	size_t max_batch; /* jobs per transaction (e.g. 1024) */
+};
+
+#define CHAT_WRITER_LIMITS_DEFAULT                                                                 \
+	{                                                                                          \
+		65536, 256u << 20, 1024                                                            \
+	}
+
+/* Batch-size histogram buckets: 1, 2-7, 8-63, 64-511, 512+. */
+#define CHAT_WRITER_BUCKETS 5
+
+struct chat_writer_stats {
+	uint64_t batches;
+	uint64_t jobs;
+	uint64_t failed_batches;
+	uint64_t refused; /* submits refused because the queue was full or stopped */
+	size_t max_batch;
+	uint64_t buckets[CHAT_WRITER_BUCKETS];
+	size_t queued; /* jobs waiting right now */
+};
+
+struct chat_writer;
+
+/* Start the writer thread of `partition` over st (which it then uses exclusively
+ * until chat_writer_destroy; the caller still closes it afterwards). Returns 0 and
+ * sets *out, or -1. */
+int chat_writer_create(struct chat_writer **out, struct chat_store *st, uint32_t partition,
+                       const struct chat_writer_limits *limits);
+
+/* Any thread. Queue a job; on success the writer owns it and *job is set to NULL.
+ * Returns -1 (the caller keeps the job) when the queue is full or the writer stopped. */
+int chat_writer_submit(struct chat_writer *w, struct chat_job **job);
+
+/* Refuse new jobs, let the thread commit and finish everything already queued, and
+ * join it. Idempotent. */
+void chat_writer_stop(struct chat_writer *w);
+
+/* Stop (if needed) and free. NULL is a no-op. */
+void chat_writer_destroy(struct chat_writer *w);
+
+/* Any thread: a consistent copy of the counters. */
+void chat_writer_get_stats(struct chat_writer *w, struct chat_writer_stats *out);
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * test_chat_writer: the group-commit writer with a real store and fake jobs. A "gate"
+ * job blocks the writer inside its transaction so the queue fills up behind it; that
+ * makes batching, the queue bound and batch-wide rollback observable deterministically.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "chat_store.h"
+#include "chat_writer.h"
+#include "sb_log.h"
+
+struct world {
+	char dir[64];
+	char path[128];
+	struct chat_store *st;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int gate_entered;
+	int gate_open;
+	int finished;
+	int committed;
+	uint64_t ids[1024]; /* by job number, 0 until committed */
+};
+
+struct test_job {
+	struct chat_job base;
+	struct world *w;
+	int number;
+	int fail;
+	uint64_t id;
+};
+
+static int job_store(struct chat_job *base, struct chat_store *st)
+{
+	struct test_job *j = (struct test_job *)base;
+	if (j->fail)
+		return -1;
+	char key[32];
+	snprintf(key, sizeof key, "job-%d", j->number);
+	struct chat_msg m = {.sender_id = 1, .receiver_id = 2, .sender_name = "n", .body = key};
+	if (chat_store_insert(st, key, &m) != CHAT_STORE_OK)
+		return -1;
+	j->id = m.id;
+	return 0;
+}
+
+static void job_finish(struct chat_job *base, int committed)
+{
+	struct test_job *j = (struct test_job *)base;
+	struct world *w = j->w;
+	pthread_mutex_lock(&w->mu);
+	w->finished++;
+	w->committed += committed;
+	if (committed && j->number >= 0)
+		w->ids[j->number] = j->id;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->mu);
+	free(j);
+}
+
+static const struct chat_job_ops ops = {job_store, job_finish};
+
+/* Blocks the writer thread inside its transaction until the test opens the gate. */
+static int gate_store(struct chat_job *base, struct chat_store *st)
+{
+	(void)st;
+	struct world *w = ((struct test_job *)base)->w;
+	pthread_mutex_lock(&w->mu);
+	w->gate_entered = 1;
+	pthread_cond_broadcast(&w->cond);
+	while (!w->gate_open)
+		pthread_cond_wait(&w->cond, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+static const struct chat_job_ops gate_ops = {gate_store, job_finish};
+
+static struct chat_job *new_job(struct world *w, int number, const struct chat_job_ops *o)
+{
+	struct test_job *j = calloc(1, sizeof *j);
+	assert_non_null(j);
+	j->base.ops = o;
+	j->base.bytes = 100;
+	j->w = w;
+	j->number = number;
+	return &j->base;
+}
+
+static void submit_ok(struct chat_writer *wr, struct chat_job *job)
+{
+	assert_int_equal(chat_writer_submit(wr, &job), 0);
+	assert_null(job);
+}
+
+/* Queue the gate and wait until the writer is stuck in it. */
+static void close_gate(struct world *w, struct chat_writer *wr)
+{
+	submit_ok(wr, new_job(w, -1, &gate_ops));
+	pthread_mutex_lock(&w->mu);
+	while (!w->gate_entered)
+		pthread_cond_wait(&w->cond, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void open_gate(struct world *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->gate_open = 1;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static int setup(void **state)
+{
+	struct world *w = calloc(1, sizeof *w);
+	if (!w)
+		return -1;
+	snprintf(w->dir, sizeof w->dir, "/tmp/test_chat_writer.XXXXXX");
+	if (!mkdtemp(w->dir))
+		return -1;
+	snprintf(w->path, sizeof w->path, "%s/chat-0.db", w->dir);
+	if (chat_store_open(&w->st, w->path, 1, 0, 0) < 0)
+		return -1;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	*state = w;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct world *w = *state;
+	chat_store_destroy(w->st);
+	const char *suffixes[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[160];
+		snprintf(p, sizeof p, "%s%s", w->path, suffixes[i]);
+		unlink(p);
+	}
+	rmdir(w->dir);
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->mu);
+	free(w);
+	return 0;
+}
+
+static void test_group_commit_batches_in_order(void **state)
+{
+	struct world *w = *state;
+	struct chat_writer *wr = NULL;
+	struct chat_writer_limits lim = {1000, 1u << 20, 64};
+	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
+	close_gate(w, wr);
+	for (int i = 0; i < 200; i++)
+		submit_ok(wr, new_job(w, i, &ops));
+	struct chat_writer_stats st;
+	chat_writer_get_stats(wr, &st);
+	assert_int_equal(st.queued, 200);
+	open_gate(w);
+	chat_writer_stop(wr); /* finishes everything queued */
+
+	assert_int_equal(w->finished, 201);
+	assert_int_equal(w->committed, 201);
+	chat_writer_get_stats(wr, &st);
+	/* the gate alone, then 200 in batches of at most 64: 64 + 64 + 64 + 8 */
+	assert_int_equal(st.batches, 5);
+	assert_int_equal(st.jobs, 201);
+	assert_int_equal(st.max_batch, 64);
+	assert_int_equal(st.buckets[0], 1); /* size 1 */
+	assert_int_equal(st.buckets[2], 1); /* size 8 */
+	assert_int_equal(st.buckets[3], 3); /* 64..511 */
+	assert_int_equal(st.failed_batches, 0);
+	assert_int_equal(st.queued, 0);
+	/* FIFO: ids increase in submission order. */
+	for (int i = 1; i < 200; i++)
+		assert_true(w->ids[i] == w->ids[i - 1] + 1);
+	chat_writer_destroy(wr);
+
+	struct chat_msg *rows;
+	size_t n;
+	int more;
+	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 1000, &rows, &n, &more), 0);
+	assert_int_equal(n, 200);
+	assert_string_equal(rows[0].body, "job-0");
+	assert_string_equal(rows[199].body, "job-199");
+	chat_msg_free_list(rows, n);
+}
+
+static void test_failure_rolls_back_the_batch(void **state)
+{
+	struct world *w = *state;
+	struct chat_writer *wr = NULL;
+	struct chat_writer_limits lim = {1000, 1u << 20, 1024};
+	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
+	close_gate(w, wr);
+	for (int i = 0; i < 10; i++) {
+		struct chat_job *j = new_job(w, i, &ops);
+		((struct test_job *)j)->fail = (i == 5);
+		submit_ok(wr, j);
+	}
+	open_gate(w);
+	chat_writer_stop(wr);
+	assert_int_equal(w->finished, 11);
+	assert_int_equal(w->committed, 1); /* only the gate's own batch */
+	struct chat_writer_stats st;
+	chat_writer_get_stats(wr, &st);
+	assert_int_equal(st.failed_batches, 1);
+	chat_writer_destroy(wr);
+
+	/* Jobs 0..4 ran before the failure, yet none of them is stored. */
+	struct chat_msg *rows;
+	size_t n;
+	int more;
+	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 100, &rows, &n, &more), 0);
+	assert_int_equal(n, 0);
+}
+
+static void test_queue_is_bounded(void **state)
+{
+	struct world *w = *state;
+	struct chat_writer *wr = NULL;
+	struct chat_writer_limits lim = {4, 1u << 20, 1024};
+	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
+	close_gate(w, wr); /* the gate has left the queue: 4 free places */
+	for (int i = 0; i < 4; i++)
+		submit_ok(wr, new_job(w, i, &ops));
+	struct chat_job *extra = new_job(w, 4, &ops);
+	assert_int_equal(chat_writer_submit(wr, &extra), -1);
+	assert_non_null(extra); /* still the caller's */
+	free(extra);
+	open_gate(w);
+	chat_writer_stop(wr);
+	struct chat_writer_stats st;
+	chat_writer_get_stats(wr, &st);
+	assert_int_equal(st.refused, 1);
+	assert_int_equal(w->committed, 5);
+	chat_writer_destroy(wr);
+}
+
+static void test_byte_bound(void **state)
+{
+	struct world *w = *state;
+	struct chat_writer *wr = NULL;
+	struct chat_writer_limits lim = {1000, 250, 1024};
+	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
+	close_gate(w, wr);
+	submit_ok(wr, new_job(w, 0, &ops)); /* 100 */
+	submit_ok(wr, new_job(w, 1, &ops)); /* 200 */
+	struct chat_job *extra = new_job(w, 2, &ops);
+	assert_int_equal(chat_writer_submit(wr, &extra), -1);
+	free(extra);
+	open_gate(w);
+	chat_writer_destroy(wr);
+	assert_int_equal(w->committed, 3);
+}
+
+static void test_stop_drains_then_refuses(void **state)
+{
+	struct world *w = *state;
+	struct chat_writer *wr = NULL;
+	struct chat_writer_limits lim = CHAT_WRITER_LIMITS_DEFAULT;
+	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
+	for (int i = 0; i < 500; i++)
+		submit_ok(wr, new_job(w, i, &ops));
+	chat_writer_stop(wr);
+	assert_int_equal(w->finished, 500);
+	assert_int_equal(w->committed, 500);
+	struct chat_job *late = new_job(w, 500, &ops);
+	assert_int_equal(chat_writer_submit(wr, &late), -1);
+	free(late);
+	chat_writer_stop(wr); /* idempotent */
+	chat_writer_destroy(wr);
+	chat_writer_destroy(NULL);
+}
+
+int main(void)
+{
+	sb_log_init("test_chat_writer", "error");
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_group_commit_batches_in_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failure_rolls_back_the_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_is_bounded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_byte_bound, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stop_drains_then_refuses, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
