@@ -85,6 +85,7 @@ struct gw_conn {
 	int close_code;       /* non-zero: close with this code at the next writeable */
 	const char *close_reason;
 	int close_now;        /* close without flushing the queue (slow consumer) */
+	int authorized;  /* the pre-upgrade check passed */
 	int established;
 
 	/* HTTP (healthz/readyz/metrics) */
@@ -185,6 +186,7 @@ struct gw {
 	size_t receipts_len, receipts_cap;
 	int receipts_scheduled;
 	lws_sorted_usec_list_t receipts_sul;
+	struct gw_conn pending; /* verdict between CONFIRM_UPGRADE and FILTER (ws.c) */
 	struct gw_metrics m;
 };
 

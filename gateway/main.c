@@ -250,6 +250,7 @@ int main(int argc, char **argv)
 	pthread_join(sig_thread, NULL);
 	nats_Close();
 	SB_INFO("stopped", NULL);
+	free(gw->pending.user_name);
 	free(gw);
 	return 0;
 }

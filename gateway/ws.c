@@ -106,16 +106,55 @@ static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const c
 	return 0;
 }
 
+/* Refuse an upgrade with a complete "HTTP/1.1 <status>" response. lws would answer
+ * "HTTP/1.0" at this stage (it has not looked at the request's version yet), which
+ * some WebSocket clients (Python's websockets) do not accept. */
+static int refuse(struct lws *wsi, int status)
+{
+	const char *text = status == 403 ? "Forbidden" : status == 404 ? "Not Found"
+	                                                                : "Service Unavailable";
+	unsigned char buf[LWS_PRE + 256];
+	int n = snprintf((char *)buf + LWS_PRE, sizeof buf - LWS_PRE,
+	                 "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
+	                 "connection: close\r\n\r\n%d %s\n",
+	                 status, text, strlen(text) + 5, status, text);
+	if (lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS) != n)
+		return -1;
+	return 1;
+}
+
+/* HTTP_CONFIRM_UPGRADE: origin and token are checked here, before the upgrade.
+ * There is no per-session data yet, so the verdict waits in gw->pending for
+ * FILTER_PROTOCOL_CONNECTION, which lws calls next in the same call chain. */
+static int on_confirm_upgrade(struct gw *gw, struct lws *wsi)
+{
+	struct gw_conn *p = &gw->pending;
+	free(p->user_name);
+	memset(p, 0, sizeof *p);
+	int status = gw_auth_check(gw, wsi, p);
+	if (status == 0) {
+		p->wsi = wsi;
+		return 0;
+	}
+	free(p->user_name);
+	p->user_name = NULL;
+	return refuse(wsi, status);
+}
+
+/* FILTER_PROTOCOL_CONNECTION: the last word before the 101; moves the verdict of
+ * on_confirm_upgrade into the session. Anything else is refused. */
 static int on_filter(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 {
-	memset(c, 0, sizeof *c);
-	int status = gw_auth_check(gw, wsi, c);
-	if (status == 0)
-		return 0;
-	free(c->user_name);
-	c->user_name = NULL;
-	lws_return_http_status(wsi, (unsigned int)status, NULL);
-	return -1;
+	struct gw_conn *p = &gw->pending;
+	if (!c || p->wsi != wsi || !p->user_id) {
+		SB_ERROR("upgrade_unverified", "msg=\"upgrade without a verdict\"");
+		return -1;
+	}
+	*c = *p;
+	c->wsi = NULL;
+	c->authorized = 1;
+	memset(p, 0, sizeof *p);
+	return 0;
 }
 
 static int on_established(struct gw *gw, struct lws *wsi, struct gw_conn *c)
@@ -168,6 +207,8 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 			c->http_body = NULL;
 		}
 		break;
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		return on_confirm_upgrade(gw, wsi);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		return on_filter(gw, wsi, c);
 	case LWS_CALLBACK_ESTABLISHED:
