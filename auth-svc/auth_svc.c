@@ -64,12 +64,14 @@ void auth_metrics_init(struct auth_svc *svc)
 {
 	static const char verify[] = "sb_auth_verify_total";
 	static const char verify_help[] = "auth.verify answers by outcome.";
-	svc->verify_ok = (struct sb_metric){.name = verify, .labels = "outcome=\"ok\"",
-	                                    .help = verify_help, .type = SB_COUNTER};
-	svc->verify_refused = (struct sb_metric){.name = verify, .labels = "outcome=\"refused\"",
-	                                         .help = verify_help, .type = SB_COUNTER};
-	svc->verify_errors = (struct sb_metric){.name = verify, .labels = "outcome=\"error\"",
-	                                        .help = verify_help, .type = SB_COUNTER};
+	svc->verify_ok = (struct sb_metric){
+	    .name = verify, .labels = "outcome=\"ok\"", .help = verify_help, .type = SB_COUNTER};
+	svc->verify_refused = (struct sb_metric){.name = verify,
+	                                         .labels = "outcome=\"refused\"",
+	                                         .help = verify_help,
+	                                         .type = SB_COUNTER};
+	svc->verify_errors = (struct sb_metric){
+	    .name = verify, .labels = "outcome=\"error\"", .help = verify_help, .type = SB_COUNTER};
 	svc->lookups = (struct sb_metric){.name = "sb_auth_lookups_total",
 	                                  .help = "auth.lookup requests answered.",
 	                                  .type = SB_COUNTER};

@@ -20,7 +20,7 @@ struct auth_svc {
 	struct sb_bus *bus;
 	struct auth_store *store;
 	_Atomic int ready;
-	const char *jwt_secret; /* HS256 secret; empty = JWTs refused */
+	const char *jwt_secret;    /* HS256 secret; empty = JWTs refused */
 	struct sb_metrics metrics; /* served on /metrics (--http-listen) */
 	struct sb_metric verify_ok, verify_refused, verify_errors, lookups, admin_requests;
 	struct sb_metric request_seconds;

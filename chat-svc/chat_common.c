@@ -2,6 +2,7 @@
  * chat_common: helpers shared by the subject handlers (see chat_common.h).
  */
 #include "chat_common.h"
+#include "chat_svc.h"
 
 #include "sb_bus.h"
 #include "sb_log.h"
@@ -50,4 +51,24 @@ int chat_log_allow(_Atomic int64_t *last, int64_t interval_ms)
 	if (prev != 0 && now - prev < interval_ms)
 		return 0;
 	return atomic_compare_exchange_strong(last, &prev, now);
+}
+
+void chat_metrics_init(struct chat_svc *svc)
+{
+	svc->acked = (struct sb_metric){.name = "sb_chat_messages_acked_total",
+	                                .help = "Messages stored and acknowledged.",
+	                                .type = SB_COUNTER};
+	svc->send_errors = (struct sb_metric){.name = "sb_chat_send_errors_total",
+	                                      .help = "Sends refused (nothing stored).",
+	                                      .type = SB_COUNTER};
+	svc->synced = (struct sb_metric){.name = "sb_chat_backlog_messages_total",
+	                                 .help = "Messages served by chat.sync (backlog replay).",
+	                                 .type = SB_COUNTER};
+	svc->commit_seconds = (struct sb_metric){.name = "sb_chat_commit_seconds",
+	                                         .help = "SQLite group-commit transaction time.",
+	                                         .type = SB_HISTOGRAM};
+	sb_metrics_add(&svc->metrics, &svc->commit_seconds);
+	sb_metrics_add(&svc->metrics, &svc->synced);
+	sb_metrics_add(&svc->metrics, &svc->send_errors);
+	sb_metrics_add(&svc->metrics, &svc->acked);
 }

@@ -35,6 +35,7 @@ int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint3
 		return -1;
 	}
 	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
+	limits.commit_seconds = &svc->commit_seconds;
 	if (chat_store_open(&part->wr, path, svc->partitions, id, 0) < 0 ||
 	    chat_store_open(&part->rd, path, svc->partitions, id, 1) < 0 ||
 	    chat_writer_create(&part->writer, part->wr, id, &limits) < 0) {

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sb_metrics.h"
+
 struct sb_bus;
 struct chat_store;
 struct chat_writer;
@@ -33,7 +35,13 @@ struct chat_svc {
 	struct chat_receivers *receivers;
 	uint32_t partitions; /* P */
 	size_t max_message_bytes;
+	_Atomic int ready;
+	struct sb_metrics metrics; /* served on /metrics (--http-listen) */
+	struct sb_metric acked, send_errors, synced, commit_seconds;
 };
+
+/* Register the metrics above with svc->metrics. */
+void chat_metrics_init(struct chat_svc *svc);
 
 enum { CHAT_SUB_SEND, CHAT_SUB_SYNC, CHAT_SUB_DELIVERED, CHAT_SUB_COUNT };
 

@@ -50,6 +50,7 @@ static int bucket_of(size_t n)
 static int run_batch(struct chat_writer *w, struct chat_job *batch, size_t n)
 {
 	int64_t t0 = sb_mono_ms();
+	int64_t t0_us = sb_mono_us();
 	int committed = 0;
 	if (chat_store_begin(w->st) == 0) {
 		int ok = 1;
@@ -60,6 +61,8 @@ static int run_batch(struct chat_writer *w, struct chat_job *batch, size_t n)
 		else
 			chat_store_rollback(w->st);
 	}
+	if (committed && w->lim.commit_seconds)
+		sb_metric_observe_us(w->lim.commit_seconds, (uint64_t)(sb_mono_us() - t0_us));
 	if (committed)
 		SB_DEBUG("batch_committed", "partition=%u jobs=%zu ms=%lld", w->partition, n,
 		         (long long)(sb_mono_ms() - t0));

@@ -13,6 +13,8 @@
 #define CHAT_WRITER_H
 
 #include <stddef.h>
+
+#include "sb_metrics.h"
 #include <stdint.h>
 
 struct chat_store;
@@ -36,14 +38,15 @@ struct chat_job {
 };
 
 struct chat_writer_limits {
-	size_t max_jobs;  /* queued jobs beyond which submit refuses (e.g. 65536) */
-	size_t max_bytes; /* queued bytes beyond which submit refuses */
-	size_t max_batch; /* jobs per transaction (e.g. 1024) */
+	size_t max_jobs;                  /* queued jobs beyond which submit refuses (e.g. 65536) */
+	size_t max_bytes;                 /* queued bytes beyond which submit refuses */
+	size_t max_batch;                 /* jobs per transaction (e.g. 1024) */
+	struct sb_metric *commit_seconds; /* optional histogram of transaction times */
 };
 
 #define CHAT_WRITER_LIMITS_DEFAULT                                                                 \
 	{                                                                                          \
-		65536, 256u << 20, 1024                                                            \
+		65536, 256u << 20, 1024, NULL                                                      \
 	}
 
 /* Batch-size histogram buckets: 1, 2-7, 8-63, 64-511, 512+. */

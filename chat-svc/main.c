@@ -21,6 +21,7 @@
 #include "chat_svc.h"
 #include "sb_bus.h"
 #include "sb_config.h"
+#include "sb_http.h"
 #include "sb_log.h"
 #include "sb_util.h"
 
@@ -39,6 +40,7 @@ struct config {
 	int64_t partitions;
 	int64_t auth_timeout_ms;
 	int64_t max_message_bytes;
+	const char *http_listen;
 };
 
 struct signal_waiter {
@@ -182,6 +184,8 @@ int main(int argc, char **argv)
 	     "how long to wait for auth-svc to confirm a receiver"},
 	    {"max-message-bytes", "SB_MAX_MESSAGE_BYTES", SB_OPT_INT, &cfg.max_message_bytes,
 	     "65536", "longest accepted message text, in bytes"},
+	    {"http-listen", "SB_HTTP_LISTEN", SB_OPT_STR, &cfg.http_listen, "",
+	     "HOST:PORT for /healthz, /readyz and /metrics; empty = off"},
 	    {NULL, NULL, 0, NULL, NULL, NULL},
 	};
 	const char *usage = "usage: chat-svc [options]\n\n"
@@ -223,6 +227,10 @@ int main(int argc, char **argv)
 	static struct chat_svc svc;
 	svc.partitions = (uint32_t)cfg.partitions;
 	svc.max_message_bytes = (size_t)cfg.max_message_bytes;
+	chat_metrics_init(&svc);
+	static struct sb_http *http;
+	if (sb_http_start(&http, cfg.http_listen, &svc.bus, &svc.ready, &svc.metrics) < 0)
+		return 1;
 	static struct chat_partition **parts;
 	parts = calloc(n_owned, sizeof *parts);
 	if (!parts)
@@ -270,6 +278,7 @@ int main(int argc, char **argv)
 		         natsStatus_GetText(s));
 		return 1;
 	}
+	atomic_store(&svc.ready, 1);
 	SB_INFO("ready", "partitions=%u owned_count=%zu owned=\"%s\" data_dir=%s", svc.partitions,
 	        n_owned, cfg.owned, cfg.data_dir);
 
@@ -277,6 +286,8 @@ int main(int argc, char **argv)
 		;
 	pthread_join(sw.thread, NULL);
 	SB_INFO("stopping", "signal=%d", atomic_load(&sw.stop));
+	atomic_store(&svc.ready, 0);
+	sb_http_stop(http);
 
 	int64_t deadline = sb_mono_ms() + DRAIN_TIMEOUT_MS + 500;
 	for (size_t i = 0; i < n_owned; i++)

@@ -33,6 +33,14 @@ struct send_job {
 	const char *refusal; /* set by send_store: answer ERR_BAD_REQUEST with this */
 };
 
+/* Refuse a send (nothing stored) and count it. */
+static void send_error(struct chat_svc *svc, const char *reply, const char *rid, Sb__ErrorCode code,
+                       const char *text)
+{
+	sb_metric_inc(&svc->send_errors, 1);
+	chat_reply_error(svc->bus, reply, rid, code, text);
+}
+
 static const char *attachment_of(const Sb__ChatSend *cs)
 {
 	return cs->has_attachment && cs->attachment && *cs->attachment ? cs->attachment : NULL;
@@ -95,6 +103,7 @@ static void deliver(struct send_job *job)
 	natsStatus s = NATS_OK;
 	if (job->reply)
 		s = sb_bus_publish(bus, job->reply, NULL, &ack);
+	sb_metric_inc(&job->part->svc->acked, 1);
 	if (s != NATS_OK)
 		SB_WARN("ack_failed", "request_id=%s id=%llu error=\"%s\"",
 		        chat_safe_rid(job->env->request_id, rid), (unsigned long long)m->id,
@@ -132,13 +141,12 @@ static void deliver(struct send_job *job)
 static void send_finish(struct chat_job *base, int committed)
 {
 	struct send_job *job = (struct send_job *)base;
-	struct sb_bus *bus = job->part->svc->bus;
 	if (!committed)
-		chat_reply_error(bus, job->reply, job->env->request_id, SB__ERROR_CODE__ERR_STORAGE,
-		                 "message could not be stored");
+		send_error(job->part->svc, job->reply, job->env->request_id,
+		           SB__ERROR_CODE__ERR_STORAGE, "message could not be stored");
 	else if (job->refusal)
-		chat_reply_error(bus, job->reply, job->env->request_id,
-		                 SB__ERROR_CODE__ERR_BAD_REQUEST, job->refusal);
+		send_error(job->part->svc, job->reply, job->env->request_id,
+		           SB__ERROR_CODE__ERR_BAD_REQUEST, job->refusal);
 	else
 		deliver(job);
 	send_job_free(job);
@@ -186,25 +194,25 @@ void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 
 	const char *why = invalid(part, env);
 	if (why) {
-		chat_reply_error(svc->bus, reply, rid, SB__ERROR_CODE__ERR_BAD_REQUEST, why);
+		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_BAD_REQUEST, why);
 		goto done;
 	}
 	int known = chat_receivers_check(svc->receivers, env->chat_send->receiver_id, rid);
 	if (known == CHAT_RECEIVER_UNKNOWN) {
-		chat_reply_error(svc->bus, reply, rid, SB__ERROR_CODE__ERR_UNKNOWN_RECEIVER,
-		                 "unknown receiver");
+		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNKNOWN_RECEIVER,
+		           "unknown receiver");
 		goto done;
 	}
 	if (known != CHAT_RECEIVER_FOUND) {
-		chat_reply_error(svc->bus, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
-		                 "auth service unavailable");
+		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
+		           "auth service unavailable");
 		goto done;
 	}
 	job = calloc(1, sizeof *job);
 	if (!job || (reply && *reply && !(job->reply = strdup(reply)))) {
 		SB_ERROR("out_of_memory", "where=chat_send");
-		chat_reply_error(svc->bus, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
-		                 "chat service overloaded");
+		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
+		           "chat service overloaded");
 		goto done;
 	}
 	job->base.ops = &send_ops;
@@ -213,8 +221,8 @@ void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 	job->env = env;
 	struct chat_job *queued = &job->base;
 	if (chat_writer_submit(part->writer, &queued) < 0) {
-		chat_reply_error(svc->bus, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
-		                 "chat service overloaded");
+		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
+		           "chat service overloaded");
 		job->env = NULL; /* freed below */
 		goto done;
 	}

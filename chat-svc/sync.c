@@ -77,6 +77,7 @@ static size_t reply_page(struct chat_partition *part, natsConnection *nc, const 
 	env.body_case = SB__ENVELOPE__BODY_SYNC_REPLY;
 	env.sync_reply = &page;
 	natsStatus s = sb_bus_publish(part->svc->bus, reply, NULL, &env);
+	sb_metric_inc(&part->svc->synced, (int64_t)count);
 	if (s != NATS_OK) {
 		char safe[CHAT_RID_MAX];
 		SB_WARN("sync_reply_failed", "request_id=%s messages=%zu error=\"%s\"",

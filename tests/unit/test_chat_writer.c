@@ -159,7 +159,7 @@ static void test_group_commit_batches_in_order(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {1000, 1u << 20, 64};
+	struct chat_writer_limits lim = {1000, 1u << 20, 64, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr);
 	for (int i = 0; i < 200; i++)
@@ -201,7 +201,7 @@ static void test_failure_rolls_back_the_batch(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {1000, 1u << 20, 1024};
+	struct chat_writer_limits lim = {1000, 1u << 20, 1024, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr);
 	for (int i = 0; i < 10; i++) {
@@ -230,7 +230,7 @@ static void test_queue_is_bounded(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {4, 1u << 20, 1024};
+	struct chat_writer_limits lim = {4, 1u << 20, 1024, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr); /* the gate has left the queue: 4 free places */
 	for (int i = 0; i < 4; i++)
@@ -252,7 +252,7 @@ static void test_byte_bound(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {1000, 250, 1024};
+	struct chat_writer_limits lim = {1000, 250, 1024, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr);
 	submit_ok(wr, new_job(w, 0, &ops)); /* 100 */
