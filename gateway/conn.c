@@ -144,7 +144,7 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 		gw_receipts_add(gw, b->kind, b->user_id ? b->user_id : c->user_id, b->id);
 	}
 	gw_buf_unref(b);
-	if (c->q_head)
+	if (c->q_head || c->close_code)
 		lws_callback_on_writable(c->wsi);
 	return 0;
 }
