@@ -14,7 +14,39 @@ static void on_disconnected(natsConnection *nc, void *closure)
 	(void)nc;
 	struct sb_bus *bus = closure;
 	atomic_store(&bus->connected, 0);
-	SB_WARN("bus_disconnected", "client=%s", bus->name);
+	pthread_mutex_lock(&bus->lock);
+	int ours = bus->closing;
+	pthread_mutex_unlock(&bus->lock);
+	if (!ours)
+		SB_WARN("bus_disconnected", "client=%s", bus->name);
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	struct sb_bus *bus = closure;
+	pthread_mutex_lock(&bus->lock);
+	bus->closed = 1;
+	pthread_cond_signal(&bus->closed_cond);
+	pthread_mutex_unlock(&bus->lock);
+}
+
+static struct sb_bus *bus_alloc(const char *name)
+{
+	struct sb_bus *bus = calloc(1, sizeof *bus);
+	if (!bus)
+		return NULL;
+	snprintf(bus->name, sizeof bus->name, "%s", name);
+	pthread_mutex_init(&bus->lock, NULL);
+	pthread_cond_init(&bus->closed_cond, NULL);
+	return bus;
+}
+
+static void bus_free(struct sb_bus *bus)
+{
+	pthread_mutex_destroy(&bus->lock);
+	pthread_cond_destroy(&bus->closed_cond);
+	free(bus);
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
@@ -61,6 +93,8 @@ static natsOptions *make_options(struct sb_bus *bus, const char *url, const char
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectedCB(opts, on_reconnected, bus);
 	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(opts, on_closed, bus);
+	if (s == NATS_OK)
 		s = natsOptions_SetMaxPendingMsgs(opts, 1000000);
 	if (s != NATS_OK) {
 		SB_ERROR("bus_options", "error=\"%s\"", natsStatus_GetText(s));
@@ -70,12 +104,51 @@ static natsOptions *make_options(struct sb_bus *bus, const char *url, const char
 	return opts;
 }
 
+natsStatus sb_bus_connect_once(struct sb_bus **out, const char *url, const char *name,
+                               int timeout_ms)
+{
+	struct sb_bus *bus = bus_alloc(name);
+	if (!bus)
+		return NATS_NO_MEMORY;
+	natsOptions *opts = NULL;
+	natsStatus s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetURL(opts, url);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(opts, name);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, timeout_ms);
+	if (s == NATS_OK)
+		s = natsOptions_SetAllowReconnect(opts, false);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(opts, on_closed, bus);
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&bus->nc, opts);
+	natsOptions_Destroy(opts);
+	if (s != NATS_OK) {
+		bus_free(bus);
+		return s;
+	}
+	atomic_store(&bus->connected, 1);
+	*out = bus;
+	return NATS_OK;
+}
+
+void sb_bus_close(struct sb_bus *bus)
+{
+	if (!bus || !bus->nc)
+		return;
+	pthread_mutex_lock(&bus->lock);
+	bus->closing = 1;
+	pthread_mutex_unlock(&bus->lock);
+	natsConnection_Close(bus->nc);
+}
+
 int sb_bus_open(struct sb_bus **out, const char *url, const char *name)
 {
-	struct sb_bus *bus = calloc(1, sizeof *bus);
+	struct sb_bus *bus = bus_alloc(name);
 	if (!bus)
 		return -1;
-	snprintf(bus->name, sizeof bus->name, "%s", name);
 	natsOptions *opts = make_options(bus, url, name);
 	natsStatus s = opts ? natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, bus)
 	                    : NATS_ERR;
@@ -92,7 +165,7 @@ int sb_bus_open(struct sb_bus **out, const char *url, const char *name)
 	natsOptions_Destroy(opts);
 	if (s != NATS_OK) {
 		SB_ERROR("bus_connect", "url=%s error=\"%s\"", url, natsStatus_GetText(s));
-		free(bus);
+		bus_free(bus);
 		return -1;
 	}
 	*out = bus;
@@ -101,13 +174,12 @@ int sb_bus_open(struct sb_bus **out, const char *url, const char *name)
 
 int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop)
 {
-	struct sb_bus *bus = calloc(1, sizeof *bus);
+	struct sb_bus *bus = bus_alloc(name);
 	if (!bus)
 		return -1;
-	snprintf(bus->name, sizeof bus->name, "%s", name);
 	natsOptions *opts = make_options(bus, url, name);
 	if (!opts) {
-		free(bus);
+		bus_free(bus);
 		return -1;
 	}
 	natsStatus s;
@@ -121,7 +193,7 @@ int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atom
 		for (int slept = 0; slept < wait; slept += 50) {
 			if (stop && atomic_load(stop)) {
 				natsOptions_Destroy(opts);
-				free(bus);
+				bus_free(bus);
 				return -1;
 			}
 			sleep_ms(50);
@@ -140,11 +212,29 @@ void sb_bus_destroy(struct sb_bus *bus, int timeout_ms)
 	if (!bus)
 		return;
 	if (bus->nc) {
+		pthread_mutex_lock(&bus->lock);
+		bus->closing = 1;
+		pthread_mutex_unlock(&bus->lock);
 		natsConnection_FlushTimeout(bus->nc, timeout_ms);
 		natsConnection_Close(bus->nc);
+		/* Wait (bounded) for libnats' closed callback: after it no callback of this
+		 * connection can touch bus. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		pthread_mutex_lock(&bus->lock);
+		while (!bus->closed)
+			if (pthread_cond_timedwait(&bus->closed_cond, &bus->lock, &ts) != 0)
+				break;
+		int closed = bus->closed;
+		pthread_mutex_unlock(&bus->lock);
 		natsConnection_Destroy(bus->nc);
+		if (!closed) {
+			SB_WARN("bus_close_timeout", "client=%s", bus->name);
+			return; /* leak rather than free under a late callback */
+		}
 	}
-	free(bus);
+	bus_free(bus);
 }
 
 int sb_envelope_pack(const Sb__Envelope *env, uint8_t **buf, size_t *len)

@@ -10,6 +10,7 @@
 #define SB_BUS_H
 
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +21,12 @@ struct sb_bus {
 	natsConnection *nc;
 	_Atomic int connected; /* 1 while the connection is up (for /readyz) */
 	char name[64];
+	/* libnats runs the disconnected/closed callbacks on its own thread, even after
+	 * natsConnection_Close returns: destroy waits for "closed" before freeing. */
+	pthread_mutex_t lock;
+	pthread_cond_t closed_cond;
+	int closed;
+	int closing; /* our own close: a disconnect is not news */
 };
 
 /* Connect to `url` (comma-separated list allowed) as client `name`. When the server is
@@ -32,6 +39,15 @@ int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atom
  * bus->connected turns 1 when it succeeds. For the gateway, which must serve /healthz
  * and answer /readyz 503 while the bus is down. Returns 0 and sets *out, or -1. */
 int sb_bus_open(struct sb_bus **out, const char *url, const char *name);
+
+/* One bounded connection attempt, no reconnection: for command-line tools, which
+ * must fail fast. Returns the natsStatus; *out set on NATS_OK. */
+natsStatus sb_bus_connect_once(struct sb_bus **out, const char *url, const char *name,
+                               int timeout_ms);
+
+/* Close the connection (stops every subscription's deliveries) without freeing, so
+ * the caller can tear down what callbacks touch before sb_bus_destroy. */
+void sb_bus_close(struct sb_bus *bus);
 
 /* Flush, drain subscriptions (bounded by timeout_ms) and free. NULL is a no-op. */
 void sb_bus_destroy(struct sb_bus *bus, int timeout_ms);

@@ -234,7 +234,7 @@ int main(int argc, char **argv)
 	natsSubscription_Unsubscribe(gw->notify_all_sub);
 	gw_receipts_flush(gw);
 	natsConnection_FlushTimeout(gw->bus->nc, 1000);
-	natsConnection_Close(gw->bus->nc);
+	sb_bus_close(gw->bus);
 	pthread_mutex_lock(&gw->handoff.lock);
 	gw->ctx_gone = 1;
 	pthread_mutex_unlock(&gw->handoff.lock);

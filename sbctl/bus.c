@@ -19,27 +19,11 @@ int sbctl_connect(struct sbctl *c)
 {
 	if (c->bus)
 		return 0;
-	struct sb_bus *bus = calloc(1, sizeof *bus);
-	natsOptions *opts = NULL;
-	natsStatus s = bus ? natsOptions_Create(&opts) : NATS_NO_MEMORY;
-	if (s == NATS_OK)
-		s = natsOptions_SetURL(opts, c->nats_url);
-	if (s == NATS_OK)
-		s = natsOptions_SetName(opts, "sbctl");
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(opts, c->timeout_ms);
-	if (s == NATS_OK)
-		s = natsOptions_SetAllowReconnect(opts, false);
-	if (s == NATS_OK)
-		s = natsConnection_Connect(&bus->nc, opts);
-	natsOptions_Destroy(opts);
-	if (s != NATS_OK) {
-		free(bus);
+	struct sb_bus *bus = NULL;
+	natsStatus s = sb_bus_connect_once(&bus, c->nats_url, "sbctl", (int)c->timeout_ms);
+	if (s != NATS_OK)
 		return sbctl_fail("cannot connect to NATS at %s: %s", c->nats_url,
 		                  natsStatus_GetText(s));
-	}
-	snprintf(bus->name, sizeof bus->name, "sbctl");
-	atomic_store(&bus->connected, 1);
 	c->bus = bus;
 	return 0;
 }

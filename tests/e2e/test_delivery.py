@@ -1,0 +1,216 @@
+"""Delivery guarantees (SPEC section 2, "Delivery guarantees"): offline backlog delivered
+once, in order; every socket of a receiver gets every live message; nobody else does;
+only the sending socket is acknowledged; backlog replay racing live delivery never
+duplicates. Every test uses fresh users so inboxes start empty.
+"""
+
+import asyncio
+
+from sb import Clients, check_timestamp, is_pos_int, run
+
+
+def chat_ids(frames):
+    return [f["id"] for f in frames if f.get("type") == "chat_message"]
+
+
+async def wait_count(ws, type, n, timeout):
+    """Take frames of `type` until n are collected or the deadline passes."""
+    got = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(got) < n and loop.time() < deadline:
+        try:
+            got.append(await ws.next(type, timeout=max(0.01, deadline - loop.time())))
+        except AssertionError:
+            break
+    return got
+
+
+def test_offline_receiver_gets_message_once(cluster):
+    a, b = cluster.new_users(2, "Offline")
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            sent = await wa.send_ok(b.id, "while you were away",
+                                    "https://example.com/x.png")
+            assert sent["receiver_id"] == b.id
+
+            wb = await cs.connect(cluster.url("chat", b.token), "b#1")
+            frames = await wb.collect(1.0)
+            msgs = [f for f in frames if f.get("type") == "chat_message"]
+            assert len(msgs) == 1, f"expected exactly one message, got {frames}"
+            m = msgs[0]
+            assert m["id"] == sent["id"]
+            assert m["sender_id"] == a.id and m["sender_name"] == a.name
+            assert m["message"] == "while you were away"
+            assert m["attachment"] == "https://example.com/x.png"
+            check_timestamp(m["timestamp"])
+            assert frames == msgs, f"unexpected extra frames: {frames}"
+            await wb.close()
+
+            wb2 = await cs.connect(cluster.url("chat", b.token), "b#2")
+            again = await wb2.collect(1.0)
+            assert again == [], f"backlog replayed again on a later connect: {again}"
+    run(go())
+
+
+def test_ten_offline_messages_arrive_in_order(cluster):
+    a, b = cluster.new_users(2, "Order")
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            acks = [await wa.send_ok(b.id, f"m{i}") for i in range(10)]
+            ids = [r["id"] for r in acks]
+            assert ids == sorted(ids) and len(set(ids)) == 10, f"ids not increasing: {ids}"
+
+            wb = await cs.connect(cluster.url("chat", b.token), "b")
+            got = await wait_count(wb, "chat_message", 10, timeout=5)
+            got += await wb.collect(0.7, "chat_message")
+            assert [m["message"] for m in got] == [f"m{i}" for i in range(10)], got
+            assert [m["id"] for m in got] == ids
+            await wb.close()
+
+            wb2 = await cs.connect(cluster.url("chat", b.token), "b#2")
+            assert await wb2.collect(0.7) == []
+    run(go())
+
+
+def test_every_socket_of_receiver_gets_it_and_nobody_else(cluster):
+    a, b, c = cluster.new_users(3, "Fanout")
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            wb1 = await cs.connect(cluster.url("chat", b.token), "b#1")
+            wb2 = await cs.connect(cluster.url("chat", b.token), "b#2")
+            wc = await cs.connect(cluster.url("chat", c.token), "c")
+            wc_notify = await cs.connect(cluster.url("notifications", c.token), "c-notify")
+            wb_notify = await cs.connect(cluster.url("notifications", b.token), "b-notify")
+
+            ids = [(await wa.send_ok(b.id, f"both {i}"))["id"] for i in range(3)]
+            assert len(set(ids)) == 3 and all(is_pos_int(i) for i in ids)
+            for wb in (wb1, wb2):
+                got = await wait_count(wb, "chat_message", 3, timeout=5)
+                assert [m["id"] for m in got] == ids, f"{wb.label}: {got}"
+                assert [m["message"] for m in got] == [f"both {i}" for i in range(3)]
+            await asyncio.sleep(0.7)
+            assert wb1.take_all() == [] and wb2.take_all() == [], "duplicates/extras"
+            assert wc.take_all() == [], "a third user received someone else's message"
+            assert wc_notify.take_all() == [] and wb_notify.take_all() == [], \
+                "a chat message leaked onto a notification socket"
+            assert wa.take_all() == [], "the sender got more than its acks"
+    run(go())
+
+
+def test_only_sending_socket_gets_message_sent(cluster):
+    a, b = cluster.new_users(2, "TwoTabs")
+
+    async def go():
+        async with Clients() as cs:
+            wa1 = await cs.connect(cluster.url("chat", a.token), "a#1")
+            wa2 = await cs.connect(cluster.url("chat", a.token), "a#2")
+            wb = await cs.connect(cluster.url("chat", b.token), "b")
+
+            s1 = await wa1.send_ok(b.id, "from tab 1")
+            s2 = await wa2.send_ok(b.id, "from tab 2")
+            assert s1["id"] != s2["id"]
+            got = await wait_count(wb, "chat_message", 2, timeout=5)
+            assert [m["id"] for m in got] == [s1["id"], s2["id"]]
+            await asyncio.sleep(0.5)
+            assert wa1.take_all() == [], "tab 1 got tab 2's ack"
+            assert wa2.take_all() == [], "tab 2 got tab 1's ack"
+    run(go())
+
+
+def test_backlog_replay_racing_live_delivery(cluster):
+    """The receiver connects while the sender is mid-stream: its first socket must get
+    all 60 messages, once each, in order; a second socket opened later must get every
+    message sent after it opened, once each, in order."""
+    a, b = cluster.new_users(2, "Race")
+    n = 60
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            acks = []
+            opened = {}
+
+            async def sender():
+                for i in range(n):
+                    if i == 20:
+                        opened[1] = cs.spawn(
+                            cs.connect(cluster.url("chat", b.token), "b#1"))
+                    if i == 40:
+                        opened[2] = cs.spawn(
+                            cs.connect(cluster.url("chat", b.token), "b#2"))
+                    if 2 in opened and opened[2].done() and "first2" not in opened:
+                        opened["first2"] = i   # first message sent after b#2 was open
+                    acks.append(await wa.send_ok(b.id, f"r{i}"))
+
+            await sender()
+            wb1 = await asyncio.wait_for(opened[1], 6)
+            wb2 = await asyncio.wait_for(opened[2], 6)
+            ids = [r["id"] for r in acks]
+            assert ids == sorted(ids), "ids not increasing for one receiver"
+
+            got1 = await wait_count(wb1, "chat_message", n, timeout=8)
+            got1 += await wb1.collect(0.7, "chat_message")
+            assert len(chat_ids(got1)) == len(set(chat_ids(got1))), "duplicate on b#1"
+            assert chat_ids(got1) == ids, (
+                f"b#1 missing {sorted(set(ids) - set(chat_ids(got1)))} "
+                f"extra {sorted(set(chat_ids(got1)) - set(ids))}")
+
+            got2 = chat_ids(await wb2.collect(0.3, "chat_message"))
+            assert len(got2) == len(set(got2)), f"duplicate on b#2: {got2}"
+            assert got2 == sorted(got2), f"b#2 out of order: {got2}"
+            first = opened.get("first2", n)
+            must = ids[first:]
+            assert set(must) <= set(got2), \
+                f"b#2 missed live messages {sorted(set(must) - set(got2))}"
+            assert set(got2) <= set(ids)
+    run(go(), timeout=40)
+
+
+def test_ids_unique_across_receivers(cluster):
+    a, b, c = cluster.new_users(3, "Ids")
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            ids = []
+            for i in range(6):
+                r = await wa.send_ok(b.id if i % 2 else c.id, f"u{i}")
+                ids.append(r["id"])
+            assert len(set(ids)) == len(ids), f"ids reused across receivers: {ids}"
+    run(go())
+
+
+def test_gateways_side_by_side(cluster):
+    """SPEC 3: gateways are stateless and any number run side by side; NATS routes.
+    The receiver's two sockets sit on different gateways, the sender on a third path."""
+    port2 = cluster.add_gateway()
+    a, b = cluster.new_users(2, "TwoGw")
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token, port=port2), "a@gw2")
+            wb1 = await cs.connect(cluster.url("chat", b.token), "b@gw1")
+            wb2 = await cs.connect(cluster.url("chat", b.token, port=port2), "b@gw2")
+            ids = [(await wa.send_ok(b.id, f"x{i}"))["id"] for i in range(5)]
+            for wb in (wb1, wb2):
+                got = await wait_count(wb, "chat_message", 5, timeout=5)
+                assert [m["id"] for m in got] == ids, f"{wb.label}: {got}"
+            await asyncio.sleep(0.5)
+            assert wb1.take_all() == [] and wb2.take_all() == []
+            await wb1.close()
+            await wb2.close()
+
+            # offline now: stored via gw2, replayed once through gw1
+            s = await wa.send_ok(b.id, "while offline")
+            wb3 = await cs.connect(cluster.url("chat", b.token), "b@gw1#2")
+            got = await wait_count(wb3, "chat_message", 1, timeout=5)
+            got += await wb3.collect(0.7, "chat_message")
+            assert [m["id"] for m in got] == [s["id"]], got
+    run(go())
