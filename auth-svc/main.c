@@ -198,8 +198,8 @@ int main(int argc, char **argv)
 
 	atomic_store(&svc.ready, 0);
 	unsubscribe(subs, 3);
+	sb_http_stop(http); /* before the bus: /readyz reads it */
 	sb_bus_destroy(svc.bus, 1000);
-	sb_http_stop(http);
 	auth_store_close(svc.store);
 	if (failed) {
 		/* The waiter is still parked in sigwait; exit takes it with the process. */

@@ -3,17 +3,18 @@
  * the rest of argv to a command group.
  *
  * Design: the groups are rows of one table, each implemented in its own file (user.c,
- * token.c); adding `sbctl notify` is one row and one file. Everything talks NATS, so
+ * token.c, notify.c). Everything talks NATS, so
  * sbctl works from any host that reaches the bus.
  */
 #include <string.h>
 
+#include "notify.h"
 #include "sbctl.h"
 
 static const struct sbctl_cmd groups[] = {
     {"user", sbctl_user, "add, remove and show users"},
     {"token", sbctl_token, "issue, revoke and verify tokens"},
-    /* {"notify", sbctl_notify, "send a notification"},  -- notify.c, when it lands */
+    {"notify", sbctl_notify, "send a notification"},
     {NULL, NULL, NULL},
 };
 
@@ -29,6 +30,8 @@ static const char usage[] =
     "  token issue  --user ID | --stdin [--ttl D]    issue tokens, print them\n"
     "  token revoke --token T | --user ID            revoke tokens\n"
     "  token verify --token T                        check a token\n"
+    "  notify       --user ID | --users ID,ID | --all --title T --message M [--type TYPE]\n"
+    "                                                send a notification\n"
     "\n"
     "Each level takes --help. Exit status: 0 ok, 1 failed (reason on stderr), 2 usage.";
 
