@@ -54,6 +54,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
 	(void)nc;
 	struct sb_bus *bus = closure;
 	atomic_store(&bus->connected, 1);
+	atomic_fetch_add(&bus->reconnects, 1);
 	SB_INFO("bus_reconnected", "client=%s", bus->name);
 }
 

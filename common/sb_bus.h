@@ -19,7 +19,8 @@
 
 struct sb_bus {
 	natsConnection *nc;
-	_Atomic int connected; /* 1 while the connection is up (for /readyz) */
+	_Atomic int connected;  /* 1 while the connection is up (for /readyz) */
+	_Atomic int reconnects; /* how many times the connection came back */
 	char name[64];
 	/* libnats runs the disconnected/closed callbacks on its own thread, even after
 	 * natsConnection_Close returns: destroy waits for "closed" before freeing. */

@@ -180,6 +180,8 @@ struct gw {
 	int draining;
 	int64_t drain_deadline_ms;
 	lws_sorted_usec_list_t drain_sul;
+	lws_sorted_usec_list_t reconnect_sul; /* watches bus->reconnects (ws.c) */
+	int seen_reconnects;
 	int done;
 	int64_t auth_down_until_ms; /* fail fast while auth-svc does not answer */
 	struct gw_receipt *receipts; /* pending delivery receipts (receipts.c) */

@@ -219,6 +219,7 @@ int main(int argc, char **argv)
 		lws_context_destroy(gw->ctx);
 		return 1;
 	}
+	gw_ws_watch_reconnects(gw);
 	pthread_t sig_thread;
 	pthread_create(&sig_thread, NULL, signal_thread, gw);
 	SB_INFO("ready", "listen=%s instance=%s tls=%s", cfg->listen, gw->instance,

@@ -64,6 +64,34 @@ void gw_ws_begin_drain(struct gw *gw)
 	drain_step(&gw->drain_sul);
 }
 
+static void resync(struct gw *gw, struct gw_conn *c, void *arg)
+{
+	(void)arg;
+	if (!c->established || c->syncing || c->close_code)
+		return;
+	if (c->kind == GW_CHAT)
+		gw_chat_on_open(gw, c);
+	else
+		gw_notify_on_open(gw, c);
+}
+
+static void check_reconnects(lws_sorted_usec_list_t *sul)
+{
+	struct gw *gw = lws_container_of(sul, struct gw, reconnect_sul);
+	int n = atomic_load(&gw->bus->reconnects);
+	if (n != gw->seen_reconnects && atomic_load(&gw->bus->connected)) {
+		gw->seen_reconnects = n;
+		SB_INFO("resync_after_reconnect", "sockets=%lld", (long long)total_conns(gw));
+		gw_users_foreach_conn(gw, resync, NULL);
+	}
+	lws_sul_schedule(gw->ctx, 0, &gw->reconnect_sul, check_reconnects, 250 * LWS_US_PER_MS);
+}
+
+void gw_ws_watch_reconnects(struct gw *gw)
+{
+	lws_sul_schedule(gw->ctx, 0, &gw->reconnect_sul, check_reconnects, 250 * LWS_US_PER_MS);
+}
+
 static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const char *in,
                       size_t len)
 {

@@ -8,6 +8,10 @@
 
 #include "gw.h"
 
+/* Start the watch for bus reconnections: after one, every socket replays its backlog
+ * from the last id it has, since live deliveries may have been lost meanwhile. */
+void gw_ws_watch_reconnects(struct gw *gw);
+
 int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len);
 

@@ -8,9 +8,14 @@ PKGS=(
   libwebsockets-dev libnats-dev nats-server
   protobuf-c-compiler libprotobuf-c-dev
   libsqlite3-dev sqlite3 libjansson-dev libssl-dev libcmocka-dev
-  python3 python3-websockets python3-pytest
+  python3 python3-websockets python3-pytest python3-yaml
   clang
+  docker-compose haproxy
 )
+# kubectl (for `kubectl kustomize` in tests/deploy) and node (offline schema validation)
+# may come from other packages on a given machine; install Debian's only when missing.
+command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -18,11 +23,18 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 
-echo "deps: installing ${missing[*]}"
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The Kubernetes schema validator of tests/deploy (npm registry, pinned by its lock file).
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$here/tests/deploy/node_modules/kubernetes-models" ]; then
+  echo "deps: npm ci in tests/deploy"
+  npm ci --prefix "$here/tests/deploy" --no-audit --no-fund --loglevel=error
+fi
