@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: start the whole Switchboard set on this machine: a local nats-server
-# with JetStream, auth-svc, chat-svc and the gateway, data under $SB_DATA_DIR.
+# with JetStream, auth-svc, chat-svc, notify-svc and the gateway, data under $SB_DATA_DIR.
 # Creates demo users 1 "Alice" and 2 "Bob", prints a token for each and the URL.
 # Ctrl-C (or SIGTERM) stops every process this script started.
 set -euo pipefail
@@ -66,6 +66,8 @@ export SB_NATS_URL="$NATS_URL"
 pids+=($!); wait_ready auth-svc "$LOGS/auth-svc.log" $!
 "$BUILD/chat-svc/chat-svc" --data-dir "$DATA/chat" >"$LOGS/chat-svc.log" 2>&1 &
 pids+=($!); wait_ready chat-svc "$LOGS/chat-svc.log" $!
+"$BUILD/notify-svc/notify-svc" --data-dir "$DATA/notify" >"$LOGS/notify-svc.log" 2>&1 &
+pids+=($!); wait_ready notify-svc "$LOGS/notify-svc.log" $!
 "$BUILD/gateway/gateway" --listen "$HOST:$PORT" >"$LOGS/gateway.log" 2>&1 &
 pids+=($!); wait_ready gateway "$LOGS/gateway.log" $!
 
@@ -90,6 +92,15 @@ Browser console test (paste in two tabs, one per token):
   const ws = new WebSocket('ws://$HOST:$PORT/ws/chat/?token=$T1');
   ws.onmessage = (e) => console.log('Received:', JSON.parse(e.data));
   ws.onopen = () => ws.send(JSON.stringify({receiver_id: 2, message: "Test message"}));
+
+Send Bob a notification (paste in another terminal):
+
+  SB_NATS_URL=$NATS_URL $SBCTL notify --user 2 --title "New Notice" --message "Exam schedule released" --type notice
+
+and watch it arrive on his notification socket:
+
+  const n = new WebSocket('ws://$HOST:$PORT/ws/notifications/?token=$T2');
+  n.onmessage = (e) => console.log('Notification:', JSON.parse(e.data));
 
 Press Ctrl-C to stop.
 MSG
