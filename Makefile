@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: all deps build run test test-unit fuzz-smoke fuzz test-asan format clean
+.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan format clean
 
 all: build
 
@@ -22,9 +22,11 @@ run: build
 	@scripts/run.sh $(BUILD)
 
 # Every unit, end-to-end and corpus-replay test, then each fuzz target for a few seconds.
-test: build
-	@cd $(BUILD) && ctest --output-on-failure --timeout 900
+test: ctest
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+ctest: build
+	@cd $(BUILD) && ctest --output-on-failure --timeout 900
 
 fuzz-smoke: deps
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DSB_FUZZ=ON \
@@ -39,8 +41,9 @@ fuzz: deps
 		build-fuzz/tests/fuzz/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t build-fuzz/tests/fuzz/new-$$t; \
 	done
 
+# The same suite (unit, end-to-end, deploy, corpus replay) under ASan + UBSan.
 test-asan:
-	@$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_EXTRA=-DSB_ASAN=ON
+	@$(MAKE) --no-print-directory ctest BUILD=build-asan BUILD_TYPE=Debug CMAKE_EXTRA=-DSB_ASAN=ON
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
