@@ -117,8 +117,8 @@ int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 	env.body_case = SB__ENVELOPE__BODY_VERIFY_REQUEST;
 	env.verify_request = &vr;
 	Sb__Envelope *reply = NULL;
-	natsStatus s =
-	    sb_bus_request(gw->bus, SB_SUBJ_AUTH_VERIFY, &env, (int)gw->cfg.auth_timeout_ms, &reply);
+	natsStatus s = sb_bus_request(gw->bus, SB_SUBJ_AUTH_VERIFY, &env,
+	                              (int)gw->cfg.auth_timeout_ms, &reply);
 	memset(token, 0, sizeof token);
 	if (s != NATS_OK) {
 		gw->auth_down_until_ms = sb_mono_ms() + 1000;
@@ -133,7 +133,7 @@ int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 		SB_WARN("auth_error", "text=\"%s\"", reply->error->text);
 		status = 503;
 	} else if (reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY && reply->verify_reply->ok &&
-	    reply->verify_reply->user_id > 0) {
+	           reply->verify_reply->user_id > 0) {
 		const Sb__VerifyReply *v = reply->verify_reply;
 		c->kind = (enum gw_kind)kind;
 		c->user_id = v->user_id;

@@ -16,7 +16,7 @@
 #include "sb_util.h"
 #include "users.h"
 
-#define SYNC_PAGE 500
+#define SYNC_PAGE          500
 #define MAX_INFLIGHT_SENDS 256
 
 static void partition_subject(struct gw *gw, const char *base, uint64_t user, char *out,

@@ -33,6 +33,10 @@ struct gw_config {
 	int64_t idle_timeout_s;
 	int64_t drain_timeout_ms;
 	int reuse_port;
+	int64_t rate_per_sec; /* chat frames per second per socket (0 = no limit) */
+	int64_t rate_burst;   /* bucket size */
+	int64_t max_conns_per_user;
+	int64_t max_failed_per_ip; /* failed handshakes per IP per minute before 429 */
 };
 
 enum gw_kind { GW_CHAT = 1, GW_NOTIFY = 2 };
@@ -41,8 +45,8 @@ enum gw_kind { GW_CHAT = 1, GW_NOTIFY = 2 };
 struct gw_buf {
 	int refs;
 	enum gw_kind kind; /* GW_CHAT / GW_NOTIFY: a delivery to report once written; 0 = reply */
-	uint64_t id;      /* message / notification id (for dedup and receipts) */
-	uint64_t user_id; /* receiver, for receipts (0 = broadcast: each socket's user) */
+	uint64_t id;       /* message / notification id (for dedup and receipts) */
+	uint64_t user_id;  /* receiver, for receipts (0 = broadcast: each socket's user) */
 	size_t len;
 	unsigned char data[]; /* LWS_PRE bytes of headroom, then len bytes of JSON */
 };
@@ -76,16 +80,19 @@ struct gw_conn {
 	size_t rx_len;
 	int rx_binary;
 
-	int syncing;          /* backlog replay in progress: live deliveries wait in `held` */
+	int syncing; /* backlog replay in progress: live deliveries wait in `held` */
 	struct gw_qnode *held_head, *held_tail;
 	size_t held_len;
 	uint64_t last_id;     /* highest message/notification id queued to this socket */
 	uint64_t send_seq;    /* per-socket counter for idempotency keys */
+	double tokens;        /* rate limit bucket (frames) */
+	int64_t tokens_at_ms; /* last refill */
+	int strikes;          /* frames refused by the rate limit in a row */
 
-	int close_code;       /* non-zero: close with this code at the next writeable */
+	int close_code; /* non-zero: close with this code at the next writeable */
 	const char *close_reason;
-	int close_now;        /* close without flushing the queue (slow consumer) */
-	int authorized;  /* the pre-upgrade check passed */
+	int close_now;  /* close without flushing the queue (slow consumer) */
+	int authorized; /* the pre-upgrade check passed */
 	int established;
 
 	/* HTTP (healthz/readyz/metrics) */
@@ -149,6 +156,9 @@ struct gw_metrics {
 	uint64_t backlog_replayed;
 	uint64_t request_timeouts;
 	uint64_t slow_consumer_closes;
+	uint64_t rate_limited;
+	uint64_t conns_refused_user_cap;
+	uint64_t conns_refused_ip;
 	int64_t conns_current[3];
 	uint64_t receipts_sent;
 };
@@ -167,11 +177,11 @@ struct gw {
 	natsSubscription *inbox_sub;
 	natsSubscription *revoked_sub;
 	natsSubscription *notify_all_sub;
-	char instance[24];      /* random id of this gateway process */
-	char inbox_prefix[48];  /* "_INBOX.<instance>." */
+	char instance[24];     /* random id of this gateway process */
+	char inbox_prefix[48]; /* "_INBOX.<instance>." */
 	struct gw_handoff handoff;
-	void *users;            /* tsearch tree of struct gw_user*, by id */
-	void *reqs;             /* tsearch tree of struct gw_req*, by corr */
+	void *users; /* tsearch tree of struct gw_user*, by id */
+	void *reqs;  /* tsearch tree of struct gw_req*, by corr */
 	uint64_t next_corr;
 	size_t reqs_inflight;
 	uint64_t next_conn_id;
@@ -183,11 +193,13 @@ struct gw {
 	lws_sorted_usec_list_t reconnect_sul; /* watches bus->reconnects (ws.c) */
 	int seen_reconnects;
 	int done;
-	int64_t auth_down_until_ms; /* fail fast while auth-svc does not answer */
+	int64_t auth_down_until_ms;  /* fail fast while auth-svc does not answer */
 	struct gw_receipt *receipts; /* pending delivery receipts (receipts.c) */
 	size_t receipts_len, receipts_cap;
 	int receipts_scheduled;
 	lws_sorted_usec_list_t receipts_sul;
+	void *ip_failures; /* tsearch tree of struct gw_ip_failures (quota.c) */
+	int64_t ip_window;
 	struct gw_conn pending; /* verdict between CONFIRM_UPGRADE and FILTER (ws.c) */
 	struct gw_metrics m;
 };

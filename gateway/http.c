@@ -19,25 +19,31 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	if (!f)
 		return NULL;
 	const struct gw_metrics *m = &gw->m;
-	fprintf(f, "# HELP sb_gateway_connections Open WebSocket connections by endpoint.\n"
-	           "# TYPE sb_gateway_connections gauge\n"
-	           "sb_gateway_connections{endpoint=\"chat\"} %lld\n"
-	           "sb_gateway_connections{endpoint=\"notifications\"} %lld\n",
+	fprintf(f,
+	        "# HELP sb_gateway_connections Open WebSocket connections by endpoint.\n"
+	        "# TYPE sb_gateway_connections gauge\n"
+	        "sb_gateway_connections{endpoint=\"chat\"} %lld\n"
+	        "sb_gateway_connections{endpoint=\"notifications\"} %lld\n",
 	        (long long)m->conns_current[GW_CHAT], (long long)m->conns_current[GW_NOTIFY]);
-	fprintf(f, "# HELP sb_gateway_connections_opened_total Accepted upgrades by endpoint.\n"
-	           "# TYPE sb_gateway_connections_opened_total counter\n"
-	           "sb_gateway_connections_opened_total{endpoint=\"chat\"} %llu\n"
-	           "sb_gateway_connections_opened_total{endpoint=\"notifications\"} %llu\n",
+	fprintf(f,
+	        "# HELP sb_gateway_connections_opened_total Accepted upgrades by endpoint.\n"
+	        "# TYPE sb_gateway_connections_opened_total counter\n"
+	        "sb_gateway_connections_opened_total{endpoint=\"chat\"} %llu\n"
+	        "sb_gateway_connections_opened_total{endpoint=\"notifications\"} %llu\n",
 	        (unsigned long long)m->conns_opened[GW_CHAT],
 	        (unsigned long long)m->conns_opened[GW_NOTIFY]);
-	fprintf(f, "# HELP sb_gateway_handshakes_refused_total Refused upgrades by reason.\n"
-	           "# TYPE sb_gateway_handshakes_refused_total counter\n"
-	           "sb_gateway_handshakes_refused_total{reason=\"auth\"} %llu\n"
-	           "sb_gateway_handshakes_refused_total{reason=\"origin\"} %llu\n"
-	           "sb_gateway_handshakes_refused_total{reason=\"unavailable\"} %llu\n",
-	        (unsigned long long)m->conns_refused_auth,
-	        (unsigned long long)m->conns_refused_origin,
-	        (unsigned long long)m->conns_refused_unavailable);
+	fprintf(
+	    f,
+	    "# HELP sb_gateway_handshakes_refused_total Refused upgrades by reason.\n"
+	    "# TYPE sb_gateway_handshakes_refused_total counter\n"
+	    "sb_gateway_handshakes_refused_total{reason=\"auth\"} %llu\n"
+	    "sb_gateway_handshakes_refused_total{reason=\"origin\"} %llu\n"
+	    "sb_gateway_handshakes_refused_total{reason=\"unavailable\"} %llu\n"
+	    "sb_gateway_handshakes_refused_total{reason=\"user_cap\"} %llu\n"
+	    "sb_gateway_handshakes_refused_total{reason=\"ip_failures\"} %llu\n",
+	    (unsigned long long)m->conns_refused_auth, (unsigned long long)m->conns_refused_origin,
+	    (unsigned long long)m->conns_refused_unavailable,
+	    (unsigned long long)m->conns_refused_user_cap, (unsigned long long)m->conns_refused_ip);
 	fprintf(f,
 	        "# TYPE sb_gateway_frames_in_total counter\nsb_gateway_frames_in_total %llu\n"
 	        "# TYPE sb_gateway_frames_out_total counter\nsb_gateway_frames_out_total %llu\n"
@@ -50,6 +56,7 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        "sb_gateway_backlog_replayed_total %llu\n"
 	        "# TYPE sb_gateway_bus_request_timeouts_total counter\n"
 	        "sb_gateway_bus_request_timeouts_total %llu\n"
+	        "# TYPE sb_gateway_rate_limited_total counter\nsb_gateway_rate_limited_total %llu\n"
 	        "# TYPE sb_gateway_slow_consumer_closes_total counter\n"
 	        "sb_gateway_slow_consumer_closes_total %llu\n"
 	        "# TYPE sb_gateway_bus_requests_inflight gauge\n"
@@ -58,7 +65,7 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        (unsigned long long)m->frames_in, (unsigned long long)m->frames_out,
 	        (unsigned long long)m->errors_sent, (unsigned long long)m->messages_acked,
 	        (unsigned long long)m->chat_delivered, (unsigned long long)m->backlog_replayed,
-	        (unsigned long long)m->request_timeouts,
+	        (unsigned long long)m->request_timeouts, (unsigned long long)m->rate_limited,
 	        (unsigned long long)m->slow_consumer_closes, gw_requests_inflight(gw),
 	        atomic_load(&gw->bus->connected));
 	fclose(f);

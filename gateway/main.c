@@ -12,6 +12,7 @@
 
 #include "gw.h"
 #include "handoff.h"
+#include "quota.h"
 #include "receipts.h"
 #include "requests.h"
 #include "sb_config.h"
@@ -113,7 +114,8 @@ int main(int argc, char **argv)
 	     "without Origin are always allowed)"},
 	    {"tls-cert", "SB_TLS_CERT", SB_OPT_STR, &cfg->tls_cert, "",
 	     "PEM certificate: serve wss:// and https://"},
-	    {"tls-key", "SB_TLS_KEY", SB_OPT_STR, &cfg->tls_key, "", "PEM private key for --tls-cert"},
+	    {"tls-key", "SB_TLS_KEY", SB_OPT_STR, &cfg->tls_key, "",
+	     "PEM private key for --tls-cert"},
 	    {"max-frame-bytes", "SB_MAX_FRAME_BYTES", SB_OPT_INT, &cfg->max_frame_bytes, "65536",
 	     "largest client frame; larger closes with 1009"},
 	    {"max-message-chars", "SB_MAX_MESSAGE_CHARS", SB_OPT_INT, &cfg->max_message_chars,
@@ -137,6 +139,16 @@ int main(int argc, char **argv)
 	     "on SIGTERM, longest wait for in-flight acknowledgements"},
 	    {"reuse-port", "SB_REUSE_PORT", SB_OPT_BOOL, &cfg->reuse_port, "false",
 	     "share the port with other gateway processes (SO_REUSEPORT)"},
+	    {"rate-limit", "SB_RATE_LIMIT", SB_OPT_INT, &cfg->rate_per_sec, "50",
+	     "chat frames per second per socket (0 = unlimited); over it: \"rate limit "
+	     "exceeded\", and 1008 after 100 refused in a row"},
+	    {"rate-burst", "SB_RATE_BURST", SB_OPT_INT, &cfg->rate_burst, "200",
+	     "frames a socket may send at once before the rate applies"},
+	    {"max-conns-per-user", "SB_MAX_CONNS_PER_USER", SB_OPT_INT, &cfg->max_conns_per_user,
+	     "32", "sockets one user may hold on this gateway (0 = no cap); over it: 429"},
+	    {"max-failed-handshakes", "SB_MAX_FAILED_HANDSHAKES", SB_OPT_INT,
+	     &cfg->max_failed_per_ip, "100",
+	     "refused handshakes per client IP per minute before 429 (0 = no cap)"},
 	    {"log-level", "SB_LOG_LEVEL", SB_OPT_STR, &cfg->log_level, "info",
 	     "debug, info, warn or error"},
 	    {NULL, NULL, 0, NULL, NULL, NULL},
@@ -245,6 +257,7 @@ int main(int argc, char **argv)
 	natsSubscription_Destroy(gw->revoked_sub);
 	natsSubscription_Destroy(gw->notify_all_sub);
 	gw_receipts_destroy(gw);
+	gw_quota_destroy(gw);
 	gw_handoff_destroy(gw);
 	sb_bus_destroy(gw->bus, 100);
 	pthread_cancel(sig_thread);

@@ -9,7 +9,7 @@
 #include "sb_subjects.h"
 #include "sb_util.h"
 
-#define FLUSH_US (5 * LWS_US_PER_MS)
+#define FLUSH_US    (5 * LWS_US_PER_MS)
 #define MAX_PENDING 65536
 
 static int cmp_receipt(const void *a, const void *b)
@@ -54,7 +54,8 @@ void gw_receipts_flush(struct gw *gw)
 	if (ids) {
 		size_t start = 0;
 		for (size_t i = 1; i <= n; i++) {
-			if (i == n || r[i].kind != r[start].kind || r[i].user_id != r[start].user_id) {
+			if (i == n || r[i].kind != r[start].kind ||
+			    r[i].user_id != r[start].user_id) {
 				publish_group(gw, r + start, i - start, ids);
 				start = i;
 			}

@@ -38,7 +38,8 @@ struct gw_buf *gw_render_chat_message(const Sb__ChatMessage *m)
 	json_object_set_new(o, "message", json_stringn(m->message, strlen(m->message)));
 	json_object_set_new(o, "attachment",
 	                    m->has_attachment ? json_string(m->attachment) : json_null());
-	json_object_set_new(o, "timestamp", json_string(sb_rfc3339(m->timestamp_ms, ts, sizeof ts)));
+	json_object_set_new(o, "timestamp",
+	                    json_string(sb_rfc3339(m->timestamp_ms, ts, sizeof ts)));
 	struct gw_buf *b = from_json(o);
 	if (b) {
 		b->kind = GW_CHAT;
@@ -57,7 +58,8 @@ struct gw_buf *gw_render_message_sent(const Sb__ChatSent *s)
 	json_object_set_new(o, "type", json_string("message_sent"));
 	json_object_set_new(o, "id", json_integer((json_int_t)s->id));
 	json_object_set_new(o, "receiver_id", json_integer((json_int_t)s->receiver_id));
-	json_object_set_new(o, "timestamp", json_string(sb_rfc3339(s->timestamp_ms, ts, sizeof ts)));
+	json_object_set_new(o, "timestamp",
+	                    json_string(sb_rfc3339(s->timestamp_ms, ts, sizeof ts)));
 	return from_json(o);
 }
 
@@ -83,7 +85,8 @@ struct gw_buf *gw_render_notify(const Sb__Notification *n)
 	json_object_set_new(o, "message", json_string(n->message));
 	json_object_set_new(o, "notification_type",
 	                    json_string(*n->notification_type ? n->notification_type : "info"));
-	json_object_set_new(o, "timestamp", json_string(sb_rfc3339(n->timestamp_ms, ts, sizeof ts)));
+	json_object_set_new(o, "timestamp",
+	                    json_string(sb_rfc3339(n->timestamp_ms, ts, sizeof ts)));
 	struct gw_buf *b = from_json(o);
 	if (b) {
 		b->kind = GW_NOTIFY;

@@ -70,8 +70,8 @@ static void on_timeout(lws_sorted_usec_list_t *sul)
 	req_free(gw, r);
 }
 
-int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind,
-                     const char *subject, const Sb__Envelope *env)
+int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, const char *subject,
+                     const Sb__Envelope *env)
 {
 	struct gw_req *r = calloc(1, sizeof *r);
 	if (!r)
@@ -100,7 +100,8 @@ int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind,
 		c->inflight_sends++;
 	/* A publish that fails while the bus is down is retried by the timer. */
 	publish(gw, r);
-	lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout, gw->cfg.request_timeout_ms * LWS_US_PER_MS);
+	lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout,
+	                 gw->cfg.request_timeout_ms * LWS_US_PER_MS);
 	return 0;
 }
 

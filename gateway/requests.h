@@ -12,8 +12,8 @@
 
 /* Publish env on subject as a request for socket c (c may not be NULL). Returns 0, or -1
  * when it could not even be queued (the caller reports the error). */
-int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind,
-                     const char *subject, const Sb__Envelope *env);
+int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, const char *subject,
+                     const Sb__Envelope *env);
 
 /* A reply arrived on the inbox (from the hand-off). Takes nothing; msg stays the
  * caller's. Dispatches to the chat module. */

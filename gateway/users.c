@@ -50,7 +50,8 @@ static int subscribe(struct gw *gw, natsSubscription **sub, const char *base, ui
 	if (s == NATS_OK)
 		s = natsSubscription_SetPendingLimits(*sub, -1, -1);
 	if (s != NATS_OK) {
-		SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subj, natsStatus_GetText(s));
+		SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subj,
+		         natsStatus_GetText(s));
 		natsSubscription_Destroy(*sub);
 		*sub = NULL;
 		return -1;
@@ -84,7 +85,8 @@ int gw_users_attach(struct gw *gw, struct gw_conn *c)
 	if (c->kind == GW_CHAT && !u->chat_sub)
 		rc = subscribe(gw, &u->chat_sub, SB_SUBJ_DELIVER_CHAT, u->id, on_chat_delivery);
 	else if (c->kind == GW_NOTIFY && !u->notify_sub)
-		rc = subscribe(gw, &u->notify_sub, SB_SUBJ_DELIVER_NOTIFY, u->id, on_notify_delivery);
+		rc = subscribe(gw, &u->notify_sub, SB_SUBJ_DELIVER_NOTIFY, u->id,
+		               on_notify_delivery);
 	if (rc < 0) {
 		if (u->nconns == 0) {
 			tdelete(u, &gw->users, cmp_user);

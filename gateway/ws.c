@@ -13,6 +13,7 @@
 #include "frame.h"
 #include "handoff.h"
 #include "http.h"
+#include "quota.h"
 #include "notify.h"
 #include "requests.h"
 #include "sb_log.h"
@@ -23,7 +24,6 @@ static struct gw *gw_of(struct lws *wsi)
 {
 	return lws_context_user(lws_get_context(wsi));
 }
-
 
 static void close_if_idle(struct gw *gw, struct gw_conn *c, void *arg)
 {
@@ -92,8 +92,7 @@ void gw_ws_watch_reconnects(struct gw *gw)
 	lws_sul_schedule(gw->ctx, 0, &gw->reconnect_sul, check_reconnects, 250 * LWS_US_PER_MS);
 }
 
-static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const char *in,
-                      size_t len)
+static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const char *in, size_t len)
 {
 	size_t remaining = lws_remaining_packet_payload(wsi);
 	if (lws_is_first_fragment(wsi)) {
@@ -126,8 +125,15 @@ static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const c
 		gw_conn_send_error(gw, c, GW_E_BINARY);
 	else if (c->kind != GW_CHAT)
 		gw_conn_send_error(gw, c, GW_E_NOTIFY_READONLY);
-	else if (!c->close_code)
-		gw_chat_on_frame(gw, c, data, dlen);
+	else if (!c->close_code) {
+		int ok = gw_quota_take(gw, c);
+		if (ok > 0)
+			gw_chat_on_frame(gw, c, data, dlen);
+		else if (ok == 0)
+			gw_conn_send_error(gw, c, GW_E_RATE);
+		else
+			gw_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit abuse");
+	}
 	free(c->rx);
 	c->rx = NULL;
 	c->rx_len = 0;
@@ -139,8 +145,10 @@ static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const c
  * some WebSocket clients (Python's websockets) do not accept. */
 static int refuse(struct lws *wsi, int status)
 {
-	const char *text = status == 403 ? "Forbidden" : status == 404 ? "Not Found"
-	                                                                : "Service Unavailable";
+	const char *text = status == 403   ? "Forbidden"
+	                   : status == 404 ? "Not Found"
+	                   : status == 429 ? "Too Many Requests"
+	                                   : "Service Unavailable";
 	unsigned char buf[LWS_PRE + 256];
 	int n = snprintf((char *)buf + LWS_PRE, sizeof buf - LWS_PRE,
 	                 "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
@@ -159,10 +167,27 @@ static int on_confirm_upgrade(struct gw *gw, struct lws *wsi)
 	struct gw_conn *p = &gw->pending;
 	free(p->user_name);
 	memset(p, 0, sizeof *p);
+	char ip[48] = "";
+	lws_get_peer_simple(wsi, ip, sizeof ip);
+	if (gw_quota_ip_blocked(gw, ip)) {
+		gw->m.conns_refused_ip++;
+		return refuse(wsi, 429);
+	}
 	int status = gw_auth_check(gw, wsi, p);
 	if (status == 0) {
-		p->wsi = wsi;
-		return 0;
+		struct gw_user *u = gw_users_find(gw, p->user_id);
+		if (u && gw->cfg.max_conns_per_user > 0 &&
+		    u->nconns >= gw->cfg.max_conns_per_user) {
+			gw->m.conns_refused_user_cap++;
+			SB_INFO("refused", "reason=user_connection_cap user=%llu sockets=%d",
+			        (unsigned long long)p->user_id, u->nconns);
+			status = 429;
+		} else {
+			p->wsi = wsi;
+			return 0;
+		}
+	} else if (status == 403) {
+		gw_quota_ip_failed(gw, ip);
 	}
 	free(p->user_name);
 	p->user_name = NULL;
