@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http.h"
 #include "receipts.h"
 #include "render.h"
 #include "requests.h"
@@ -75,6 +76,7 @@ void gw_conn_send_error(struct gw *gw, struct gw_conn *c, const char *sentence)
 {
 	struct gw_buf *b = gw_render_error(sentence);
 	gw->m.errors_sent++;
+	gw_http_count_error(gw, sentence);
 	gw_conn_send(gw, c, b);
 	gw_buf_unref(b);
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "sb_bus.h"
+#include "sb_metrics.h"
 
 struct gw_config {
 	const char *nats_url;
@@ -40,6 +41,8 @@ struct gw_config {
 };
 
 enum gw_kind { GW_CHAT = 1, GW_NOTIFY = 2 };
+
+#define GW_ERROR_KINDS 20
 
 /* One outgoing frame, shared by every socket it goes to (refcounted; loop thread). */
 struct gw_buf {
@@ -123,7 +126,7 @@ struct gw_req {
 	uint8_t *payload;
 	size_t payload_len;
 	int tries;
-	int64_t deadline_ms;
+	int64_t started_us; /* first publish, for the latency histogram */
 	lws_sorted_usec_list_t sul;
 	struct gw *gw;
 };
@@ -202,6 +205,11 @@ struct gw {
 	int64_t ip_window;
 	struct gw_conn pending; /* verdict between CONFIRM_UPGRADE and FILTER (ws.c) */
 	struct gw_metrics m;
+	/* Labelled series rendered by sb_metrics (http.c): errors by sentence and bus
+	 * request latency by kind. */
+	struct sb_metrics reg;
+	struct sb_metric errors_by_reason[GW_ERROR_KINDS];
+	struct sb_metric request_seconds[4]; /* indexed by enum gw_req_kind */
 };
 
 #endif

@@ -9,7 +9,52 @@
 #include <string.h>
 
 #include "auth.h"
+#include "frame.h"
+#include "sb_util.h"
 #include "requests.h"
+
+static const char *const error_sentences[] = {
+    GW_E_INVALID_JSON,     GW_E_NOT_OBJECT,      GW_E_RECEIVER_REQUIRED, GW_E_RECEIVER_INVALID,
+    GW_E_MESSAGE_REQUIRED, GW_E_MESSAGE_TYPE,    GW_E_MESSAGE_EMPTY,     GW_E_MESSAGE_TOO_LONG,
+    GW_E_ATTACHMENT,       GW_E_BINARY,          GW_E_UNKNOWN_RECEIVER,  GW_E_UNAVAILABLE,
+    GW_E_STORAGE,          GW_E_NOTIFY_READONLY, GW_E_OVERLOADED,        GW_E_RATE,
+};
+#define N_SENTENCES (sizeof error_sentences / sizeof *error_sentences)
+_Static_assert(N_SENTENCES <= GW_ERROR_KINDS, "raise GW_ERROR_KINDS");
+
+void gw_http_metrics_init(struct gw *gw)
+{
+	static char labels[GW_ERROR_KINDS][96];
+	for (size_t i = 0; i < N_SENTENCES; i++) {
+		snprintf(labels[i], sizeof labels[i], "error=\"%s\"", error_sentences[i]);
+		gw->errors_by_reason[i] =
+		    (struct sb_metric){.name = "sb_gateway_errors_total",
+		                       .labels = labels[i],
+		                       .help = "Error frames sent to clients, by sentence.",
+		                       .type = SB_COUNTER};
+	}
+	for (size_t i = N_SENTENCES; i-- > 0;)
+		sb_metrics_add(&gw->reg, &gw->errors_by_reason[i]);
+	static const char *const kinds[] = {NULL, "kind=\"chat_send\"", "kind=\"chat_sync\"",
+	                                    "kind=\"notify_sync\""};
+	for (int k = 3; k >= 1; k--) {
+		gw->request_seconds[k] = (struct sb_metric){
+		    .name = "sb_gateway_bus_request_seconds",
+		    .labels = kinds[k],
+		    .help = "Bus request round trip (first publish to reply), by kind.",
+		    .type = SB_HISTOGRAM};
+		sb_metrics_add(&gw->reg, &gw->request_seconds[k]);
+	}
+}
+
+void gw_http_count_error(struct gw *gw, const char *sentence)
+{
+	for (size_t i = 0; i < N_SENTENCES; i++)
+		if (error_sentences[i] == sentence || !strcmp(error_sentences[i], sentence)) {
+			sb_metric_inc(&gw->errors_by_reason[i], 1);
+			return;
+		}
+}
 
 char *gw_http_metrics(struct gw *gw, size_t *len)
 {
@@ -68,6 +113,11 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        (unsigned long long)m->request_timeouts, (unsigned long long)m->rate_limited,
 	        (unsigned long long)m->slow_consumer_closes, gw_requests_inflight(gw),
 	        atomic_load(&gw->bus->connected));
+	size_t reg_len = 0;
+	char *reg = sb_metrics_render(&gw->reg, &reg_len);
+	if (reg)
+		fwrite(reg, 1, reg_len, f);
+	free(reg);
 	fclose(f);
 	*len = size;
 	return buf;

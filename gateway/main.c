@@ -12,6 +12,7 @@
 
 #include "gw.h"
 #include "handoff.h"
+#include "http.h"
 #include "quota.h"
 #include "receipts.h"
 #include "requests.h"
@@ -193,6 +194,7 @@ int main(int argc, char **argv)
 	sb_hex(rnd, sizeof rnd, gw->instance + 2);
 	snprintf(gw->inbox_prefix, sizeof gw->inbox_prefix, "_INBOX.%s.", gw->instance);
 
+	gw_http_metrics_init(gw);
 	sb_signal_block();
 	lws_set_log_level(LLL_ERR, lws_log_line);
 	if (gw_handoff_init(gw) < 0)

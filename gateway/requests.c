@@ -84,6 +84,7 @@ int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, co
 	r->corr = ++gw->next_corr;
 	r->kind = kind;
 	r->tries = 1;
+	r->started_us = sb_mono_us();
 	snprintf(r->subject, sizeof r->subject, "%s", subject);
 	if (!tsearch(r, &gw->reqs, cmp_req)) {
 		free(r->payload);
@@ -124,6 +125,8 @@ void gw_requests_on_reply(struct gw *gw, natsMsg *msg)
 		SB_WARN("bad_reply", "subject=%s", r->subject);
 		return; /* let the timer retry */
 	}
+	sb_metric_observe_us(&gw->request_seconds[r->kind],
+	                     (uint64_t)(sb_mono_us() - r->started_us));
 	if (r->conn && r->kind == GW_REQ_NOTIFY_SYNC)
 		gw_notify_on_reply(gw, r->conn, env);
 	else if (r->conn)
