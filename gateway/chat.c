@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backlog.h"
 #include "conn.h"
 #include "frame.h"
 #include "render.h"
@@ -16,7 +17,6 @@
 #include "sb_util.h"
 #include "users.h"
 
-#define SYNC_PAGE          500
 #define MAX_INFLIGHT_SENDS 256
 
 static void partition_subject(struct gw *gw, const char *base, uint64_t user, char *out,
@@ -61,27 +61,6 @@ void gw_chat_on_frame(struct gw *gw, struct gw_conn *c, const char *data, size_t
 	json_decref(f.root);
 	if (rc < 0)
 		gw_conn_send_error(gw, c, GW_E_UNAVAILABLE);
-}
-
-static void request_sync(struct gw *gw, struct gw_conn *c)
-{
-	Sb__SyncRequest sr = SB__SYNC_REQUEST__INIT;
-	sr.user_id = c->user_id;
-	sr.after_id = c->last_id;
-	sr.limit = SYNC_PAGE;
-	Sb__Envelope env = SB__ENVELOPE__INIT;
-	env.body_case = SB__ENVELOPE__BODY_SYNC_REQUEST;
-	env.sync_request = &sr;
-	char subj[64];
-	partition_subject(gw, SB_SUBJ_CHAT_SYNC, c->user_id, subj, sizeof subj);
-	if (gw_request_start(gw, c, GW_REQ_SYNC, subj, &env) < 0)
-		gw_chat_on_failure(gw, c, GW_REQ_SYNC);
-}
-
-void gw_chat_on_open(struct gw *gw, struct gw_conn *c)
-{
-	c->syncing = 1;
-	request_sync(gw, c);
 }
 
 void gw_chat_on_delivery(struct gw *gw, natsMsg *msg)
@@ -138,26 +117,17 @@ static void on_send_reply(struct gw *gw, struct gw_conn *c, const Sb__Envelope *
 static void on_sync_reply(struct gw *gw, struct gw_conn *c, const Sb__Envelope *env)
 {
 	if (env->body_case != SB__ENVELOPE__BODY_SYNC_REPLY) {
-		gw_chat_on_failure(gw, c, GW_REQ_SYNC);
+		gw_backlog_failed(gw, c);
 		return;
 	}
 	const Sb__SyncReply *sr = env->sync_reply;
 	for (size_t i = 0; i < sr->n_messages; i++) {
-		const Sb__ChatMessage *m = sr->messages[i];
-		if (m->id <= c->last_id)
-			continue;
-		struct gw_buf *b = gw_render_chat_message(m);
-		if (!b)
-			continue;
-		c->last_id = m->id;
-		gw->m.backlog_replayed++;
-		gw_conn_send(gw, c, b);
+		struct gw_buf *b = gw_render_chat_message(sr->messages[i]);
+		if (b)
+			gw_backlog_queue(gw, c, b);
 		gw_buf_unref(b);
 	}
-	if (sr->more && sr->n_messages > 0)
-		request_sync(gw, c);
-	else
-		gw_conn_end_sync(gw, c);
+	gw_backlog_page_done(gw, c, sr->more && sr->n_messages > 0);
 }
 
 void gw_chat_on_reply(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind,
@@ -171,14 +141,8 @@ void gw_chat_on_reply(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind,
 
 void gw_chat_on_failure(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind)
 {
-	if (kind == GW_REQ_SEND) {
+	if (kind == GW_REQ_SEND)
 		gw_conn_send_error(gw, c, GW_E_UNAVAILABLE);
-		return;
-	}
-	/* Without its backlog the socket would silently miss messages: tell the client
-	 * and close with 1011 so it reconnects (the seed's client does) and retries. */
-	SB_WARN("sync_failed", "user=%llu conn=%llu", (unsigned long long)c->user_id,
-	        (unsigned long long)c->conn_id);
-	gw_conn_send_error(gw, c, GW_E_UNAVAILABLE);
-	gw_conn_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "backlog unavailable");
+	else
+		gw_backlog_failed(gw, c);
 }

@@ -12,9 +12,6 @@
 /* A complete text frame from a chat socket. */
 void gw_chat_on_frame(struct gw *gw, struct gw_conn *c, const char *data, size_t len);
 
-/* A new chat socket: start the backlog replay. */
-void gw_chat_on_open(struct gw *gw, struct gw_conn *c);
-
 /* A deliver.chat.<user> message from the hand-off. */
 void gw_chat_on_delivery(struct gw *gw, natsMsg *msg);
 

@@ -4,6 +4,7 @@
  */
 #include "notify.h"
 
+#include "backlog.h"
 #include "conn.h"
 #include "frame.h"
 #include "render.h"
@@ -11,27 +12,6 @@
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "users.h"
-
-#define SYNC_PAGE 500
-
-static void request_sync(struct gw *gw, struct gw_conn *c)
-{
-	Sb__SyncRequest sr = SB__SYNC_REQUEST__INIT;
-	sr.user_id = c->user_id;
-	sr.after_id = c->last_id;
-	sr.limit = SYNC_PAGE;
-	Sb__Envelope env = SB__ENVELOPE__INIT;
-	env.body_case = SB__ENVELOPE__BODY_SYNC_REQUEST;
-	env.sync_request = &sr;
-	if (gw_request_start(gw, c, GW_REQ_NOTIFY_SYNC, SB_SUBJ_NOTIFY_SYNC, &env) < 0)
-		gw_notify_on_failure(gw, c);
-}
-
-void gw_notify_on_open(struct gw *gw, struct gw_conn *c)
-{
-	c->syncing = 1;
-	request_sync(gw, c);
-}
 
 static void deliver_to_all(struct gw *gw, struct gw_conn *c, void *arg)
 {
@@ -66,34 +46,15 @@ void gw_notify_on_delivery(struct gw *gw, natsMsg *msg)
 void gw_notify_on_reply(struct gw *gw, struct gw_conn *c, const Sb__Envelope *env)
 {
 	if (env->body_case != SB__ENVELOPE__BODY_NOTIFY_SYNC_REPLY) {
-		gw_notify_on_failure(gw, c);
+		gw_backlog_failed(gw, c);
 		return;
 	}
 	const Sb__NotifySyncReply *sr = env->notify_sync_reply;
 	for (size_t i = 0; i < sr->n_notifications; i++) {
-		const Sb__Notification *n = sr->notifications[i];
-		if (n->id <= c->last_id)
-			continue;
-		struct gw_buf *b = gw_render_notify(n);
-		if (!b)
-			continue;
-		c->last_id = n->id;
-		gw->m.backlog_replayed++;
-		gw_conn_send(gw, c, b);
+		struct gw_buf *b = gw_render_notify(sr->notifications[i]);
+		if (b)
+			gw_backlog_queue(gw, c, b);
 		gw_buf_unref(b);
 	}
-	if (sr->more && sr->n_notifications > 0)
-		request_sync(gw, c);
-	else
-		gw_conn_end_sync(gw, c);
-}
-
-void gw_notify_on_failure(struct gw *gw, struct gw_conn *c)
-{
-	(void)gw;
-	/* Without the backlog the socket would silently miss notifications: close with
-	 * 1011 so the client reconnects (with its own backoff) and the replay is retried. */
-	SB_WARN("notify_sync_failed", "user=%llu conn=%llu", (unsigned long long)c->user_id,
-	        (unsigned long long)c->conn_id);
-	gw_conn_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "backlog unavailable");
+	gw_backlog_page_done(gw, c, sr->more && sr->n_notifications > 0);
 }

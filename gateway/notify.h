@@ -9,12 +9,9 @@
 
 #include "gw.h"
 
-void gw_notify_on_open(struct gw *gw, struct gw_conn *c);
-
 /* deliver.notify.<user> or deliver.notify.all from the hand-off. */
 void gw_notify_on_delivery(struct gw *gw, natsMsg *msg);
 
 void gw_notify_on_reply(struct gw *gw, struct gw_conn *c, const Sb__Envelope *env);
-void gw_notify_on_failure(struct gw *gw, struct gw_conn *c);
 
 #endif

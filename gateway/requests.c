@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backlog.h"
 #include "chat.h"
 #include "notify.h"
 #include "sb_log.h"
@@ -64,7 +65,7 @@ static void on_timeout(lws_sorted_usec_list_t *sul)
 	SB_WARN("request_failed", "subject=%s corr=%llu tries=%d", r->subject,
 	        (unsigned long long)r->corr, r->tries);
 	if (r->conn && r->kind == GW_REQ_NOTIFY_SYNC)
-		gw_notify_on_failure(gw, r->conn);
+		gw_backlog_failed(gw, r->conn);
 	else if (r->conn)
 		gw_chat_on_failure(gw, r->conn, r->kind);
 	req_free(gw, r);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "backlog.h"
 #include "chat.h"
 #include "conn.h"
 #include "frame.h"
@@ -69,10 +70,7 @@ static void resync(struct gw *gw, struct gw_conn *c, void *arg)
 	(void)arg;
 	if (!c->established || c->syncing || c->close_code)
 		return;
-	if (c->kind == GW_CHAT)
-		gw_chat_on_open(gw, c);
-	else
-		gw_notify_on_open(gw, c);
+	gw_backlog_start(gw, c);
 }
 
 static void check_reconnects(lws_sorted_usec_list_t *sul)
@@ -223,10 +221,7 @@ static int on_established(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 	gw->m.conns_current[c->kind]++;
 	SB_DEBUG("ws_open", "user=%llu conn=%llu endpoint=%s", (unsigned long long)c->user_id,
 	         (unsigned long long)c->conn_id, c->kind == GW_CHAT ? "chat" : "notifications");
-	if (c->kind == GW_CHAT)
-		gw_chat_on_open(gw, c);
-	else
-		gw_notify_on_open(gw, c);
+	gw_backlog_start(gw, c);
 	return 0;
 }
 

@@ -18,10 +18,11 @@
 #include "notify_svc.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
+#include "sb_util.h"
 
 #define NS_PER_MS           1000000LL
 #define DUPLICATE_WINDOW_MS (2 * 60 * 1000LL)
-#define ACK_WAIT_MS         (30 * 1000LL)
+#define ACK_WAIT_MS         (5 * 1000LL) /* a killed consumer's batch comes back this soon */
 #define MAX_DELIVER         5
 #define RETRY_MAX_MS        5000
 
@@ -172,6 +173,30 @@ static int ensure_consumer(jsCtx *js)
 	return 0;
 }
 
+/* A previous instance that died mid-batch leaves messages delivered but unacked; they
+ * come back only when their ack wait expires, and anything fetched before that would
+ * overtake them. So when the consumer has acks pending at start, wait one ack wait
+ * (interruptible) and the redeliveries keep stream order. */
+static void await_redeliveries(jsCtx *js, _Atomic int *stop)
+{
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	if (js_GetConsumerInfo(&ci, js, SB_NOTIFY_STREAM, SB_NOTIFY_CONSUMER, NULL, &jerr) !=
+	    NATS_OK)
+		return;
+	int64_t pending = (int64_t)ci->NumAckPending;
+	jsConsumerInfo_Destroy(ci);
+	if (pending <= 0)
+		return;
+	SB_INFO("await_redeliveries", "pending=%lld wait_ms=%lld", (long long)pending,
+	        (long long)(ACK_WAIT_MS + 500));
+	int64_t deadline = sb_mono_ms() + ACK_WAIT_MS + 500;
+	while (sb_mono_ms() < deadline && !(stop && atomic_load(stop))) {
+		struct timespec ts = {0, 50 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
 int notify_stream_ensure(jsCtx *js, int64_t retention_ms, _Atomic int *stop, int64_t *created_ns)
 {
 	int64_t wait = 100;
@@ -179,6 +204,8 @@ int notify_stream_ensure(jsCtx *js, int64_t retention_ms, _Atomic int *stop, int
 		int rc = ensure_stream(js, retention_ms, created_ns);
 		if (rc == 0)
 			rc = ensure_consumer(js);
+		if (rc == 0)
+			await_redeliveries(js, stop);
 		if (rc <= 0)
 			return rc;
 		if (backoff(&wait, stop) < 0)

@@ -1,0 +1,64 @@
+/*
+ * backlog: paged backlog replay shared by chat and notification sockets, see backlog.h.
+ */
+#include "backlog.h"
+
+#include "conn.h"
+#include "frame.h"
+#include "render.h"
+#include "requests.h"
+#include "sb_log.h"
+#include "sb_subjects.h"
+#include "sb_util.h"
+
+#define PAGE 500
+
+void gw_backlog_start(struct gw *gw, struct gw_conn *c)
+{
+	c->syncing = 1;
+	Sb__SyncRequest sr = SB__SYNC_REQUEST__INIT;
+	sr.user_id = c->user_id;
+	sr.after_id = c->last_id;
+	sr.limit = PAGE;
+	Sb__Envelope env = SB__ENVELOPE__INIT;
+	env.body_case = SB__ENVELOPE__BODY_SYNC_REQUEST;
+	env.sync_request = &sr;
+	char subj[64];
+	enum gw_req_kind kind;
+	if (c->kind == GW_CHAT) {
+		snprintf(subj, sizeof subj, SB_SUBJ_CHAT_SYNC ".%u",
+		         sb_partition(c->user_id, (uint32_t)gw->cfg.partitions));
+		kind = GW_REQ_SYNC;
+	} else {
+		snprintf(subj, sizeof subj, SB_SUBJ_NOTIFY_SYNC);
+		kind = GW_REQ_NOTIFY_SYNC;
+	}
+	if (gw_request_start(gw, c, kind, subj, &env) < 0)
+		gw_backlog_failed(gw, c);
+}
+
+void gw_backlog_queue(struct gw *gw, struct gw_conn *c, struct gw_buf *b)
+{
+	if (b->id <= c->last_id)
+		return;
+	c->last_id = b->id;
+	gw->m.backlog_replayed++;
+	gw_conn_send(gw, c, b);
+}
+
+void gw_backlog_page_done(struct gw *gw, struct gw_conn *c, int more)
+{
+	if (more)
+		gw_backlog_start(gw, c);
+	else
+		gw_conn_end_sync(gw, c);
+}
+
+void gw_backlog_failed(struct gw *gw, struct gw_conn *c)
+{
+	SB_WARN("backlog_failed", "user=%llu conn=%llu endpoint=%s", (unsigned long long)c->user_id,
+	        (unsigned long long)c->conn_id, c->kind == GW_CHAT ? "chat" : "notifications");
+	if (c->kind == GW_CHAT)
+		gw_conn_send_error(gw, c, GW_E_UNAVAILABLE);
+	gw_conn_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "backlog unavailable");
+}

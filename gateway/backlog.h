@@ -1,0 +1,25 @@
+/*
+ * backlog: the replay a socket gets when it connects (or after a bus reconnect), the
+ * same for chat and notification sockets: ask for a page after the last id the socket
+ * has (chat.sync.<p> / notify.sync), queue what is newer, ask again while the service
+ * says there is more, then release the live deliveries held meanwhile. Loop thread.
+ */
+#ifndef GW_BACKLOG_H
+#define GW_BACKLOG_H
+
+#include "gw.h"
+
+/* Start (or restart) the replay of socket c. */
+void gw_backlog_start(struct gw *gw, struct gw_conn *c);
+
+/* One replayed item, rendered (the socket takes its own reference). */
+void gw_backlog_queue(struct gw *gw, struct gw_conn *c, struct gw_buf *b);
+
+/* A page was queued: fetch the next one when `more`, else end the replay. */
+void gw_backlog_page_done(struct gw *gw, struct gw_conn *c, int more);
+
+/* The replay could not be fetched: error frame (chat) and close with 1011, so the client
+ * reconnects with its own backoff and the replay is tried again. */
+void gw_backlog_failed(struct gw *gw, struct gw_conn *c);
+
+#endif
