@@ -11,6 +11,7 @@ PKGS=(
   python3 python3-websockets python3-pytest python3-yaml
   clang
   docker-compose haproxy
+  chromium fonts-dejavu-core
 )
 # kubectl (for `kubectl kustomize` in tests/deploy) and node (offline schema validation)
 # may come from other packages on a given machine; install Debian's only when missing.
@@ -32,9 +33,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The Kubernetes schema validator of tests/deploy (npm registry, pinned by its lock file).
+# npm packages of the tests, pinned by their lock files: the Kubernetes schema validator
 here=$(cd "$(dirname "$0")/.." && pwd)
-if [ ! -d "$here/tests/deploy/node_modules/kubernetes-models" ]; then
-  echo "deps: npm ci in tests/deploy"
-  npm ci --prefix "$here/tests/deploy" --no-audit --no-fund --loglevel=error
-fi
+# and the browser test's React app, Vite and playwright-core (tests/browser).
+for dir in deploy:kubernetes-models browser:vite; do
+  d=${dir%%:*} pkg=${dir##*:}
+  if [ ! -d "$here/tests/$d/node_modules/$pkg" ]; then
+    echo "deps: npm ci in tests/$d"
+    npm ci --prefix "$here/tests/$d" --no-audit --no-fund --loglevel=error
+  fi
+done
