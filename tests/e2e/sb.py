@@ -403,6 +403,13 @@ class Cluster:
         self.chat.start()
         self.chat.wait_ready()
 
+    def restart_notify(self):
+        """Start notify-svc again after a test stopped or killed it (cluster.notify.stop()
+        or .kill()), and wait for its event=ready."""
+        assert self.notify is not None, "notify-svc is not built"
+        self.notify.start()
+        self.notify.wait_ready()
+
     SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                          "runtime error:", "WARNING: ThreadSanitizer")
 
