@@ -9,6 +9,38 @@
 
 #include "sb_log.h"
 
+/* The URL list for a log line, with any "user:password@" replaced by "***@": the
+ * credentials of a NATS account must not reach the logs. */
+static const char *redact(const char *url, char *out, size_t size)
+{
+	size_t o = 0;
+	const char *p = url;
+	while (*p && o + 1 < size) {
+		const char *scheme = strstr(p, "://");
+		const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+		const char *comma = strchr(p, ',');
+		if (!scheme || !at || (comma && at > comma)) {
+			size_t n = comma ? (size_t)(comma - p + 1) : strlen(p);
+			if (n > size - 1 - o)
+				n = size - 1 - o;
+			memcpy(out + o, p, n);
+			o += n;
+			p += n;
+			continue;
+		}
+		size_t n = (size_t)(scheme + 3 - p);
+		if (n + 4 > size - 1 - o)
+			break;
+		memcpy(out + o, p, n);
+		o += n;
+		memcpy(out + o, "***@", 4);
+		o += 4;
+		p = at + 1;
+	}
+	out[o] = 0;
+	return out;
+}
+
 static void on_disconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
@@ -147,25 +179,29 @@ void sb_bus_close(struct sb_bus *bus)
 
 int sb_bus_open(struct sb_bus **out, const char *url, const char *name)
 {
+	char safe[512];
 	struct sb_bus *bus = bus_alloc(name);
 	if (!bus)
 		return -1;
 	natsOptions *opts = make_options(bus, url, name);
-	natsStatus s = opts ? natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, bus)
-	                    : NATS_ERR;
+	natsStatus s =
+	    opts ? natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, bus) : NATS_ERR;
 	if (s == NATS_OK) {
 		s = natsConnection_Connect(&bus->nc, opts);
 		if (s == NATS_OK) {
 			atomic_store(&bus->connected, 1);
-			SB_INFO("bus_connected", "url=%s client=%s", url, name);
+			SB_INFO("bus_connected", "url=%s client=%s", redact(url, safe, sizeof safe),
+			        name);
 		} else if (s == NATS_NOT_YET_CONNECTED) {
-			SB_WARN("bus_connect_pending", "url=%s client=%s", url, name);
+			SB_WARN("bus_connect_pending", "url=%s client=%s",
+			        redact(url, safe, sizeof safe), name);
 			s = NATS_OK;
 		}
 	}
 	natsOptions_Destroy(opts);
 	if (s != NATS_OK) {
-		SB_ERROR("bus_connect", "url=%s error=\"%s\"", url, natsStatus_GetText(s));
+		SB_ERROR("bus_connect", "url=%s error=\"%s\"", redact(url, safe, sizeof safe),
+		         natsStatus_GetText(s));
 		bus_free(bus);
 		return -1;
 	}
@@ -175,6 +211,7 @@ int sb_bus_open(struct sb_bus **out, const char *url, const char *name)
 
 int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop)
 {
+	char safe[512];
 	struct sb_bus *bus = bus_alloc(name);
 	if (!bus)
 		return -1;
@@ -189,8 +226,8 @@ int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atom
 		s = natsConnection_Connect(&bus->nc, opts);
 		if (s == NATS_OK)
 			break;
-		SB_WARN("bus_connect_retry", "url=%s error=\"%s\" retry_ms=%d", url,
-		        natsStatus_GetText(s), wait);
+		SB_WARN("bus_connect_retry", "url=%s error=\"%s\" retry_ms=%d",
+		        redact(url, safe, sizeof safe), natsStatus_GetText(s), wait);
 		for (int slept = 0; slept < wait; slept += 50) {
 			if (stop && atomic_load(stop)) {
 				natsOptions_Destroy(opts);
@@ -203,7 +240,7 @@ int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atom
 	}
 	natsOptions_Destroy(opts);
 	atomic_store(&bus->connected, 1);
-	SB_INFO("bus_connected", "url=%s client=%s", url, name);
+	SB_INFO("bus_connected", "url=%s client=%s", redact(url, safe, sizeof safe), name);
 	*out = bus;
 	return 0;
 }

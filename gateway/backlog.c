@@ -19,7 +19,10 @@ void gw_backlog_start(struct gw *gw, struct gw_conn *c)
 	Sb__SyncRequest sr = SB__SYNC_REQUEST__INIT;
 	sr.user_id = c->user_id;
 	sr.after_id = c->last_id;
-	sr.limit = PAGE;
+	/* A page must fit in the socket's queue, or the replay itself would trip the
+	 * slow-consumer cap on a small --max-queue. */
+	int64_t fit = gw->cfg.max_queue / 2 > 1 ? gw->cfg.max_queue / 2 : 1;
+	sr.limit = (uint32_t)(fit < PAGE ? fit : PAGE);
 	Sb__Envelope env = SB__ENVELOPE__INIT;
 	env.body_case = SB__ENVELOPE__BODY_SYNC_REQUEST;
 	env.sync_request = &sr;
@@ -48,10 +51,20 @@ void gw_backlog_queue(struct gw *gw, struct gw_conn *c, struct gw_buf *b)
 
 void gw_backlog_page_done(struct gw *gw, struct gw_conn *c, int more)
 {
-	if (more)
-		gw_backlog_start(gw, c);
-	else
+	if (!more)
 		gw_conn_end_sync(gw, c);
+	else if ((int64_t)c->q_len > gw->cfg.max_queue / 4)
+		c->backlog_deferred = 1; /* gw_backlog_resume, once the client has read */
+	else
+		gw_backlog_start(gw, c);
+}
+
+void gw_backlog_resume(struct gw *gw, struct gw_conn *c)
+{
+	if (c->backlog_deferred && (int64_t)c->q_len <= gw->cfg.max_queue / 4) {
+		c->backlog_deferred = 0;
+		gw_backlog_start(gw, c);
+	}
 }
 
 void gw_backlog_failed(struct gw *gw, struct gw_conn *c)

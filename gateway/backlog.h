@@ -18,6 +18,9 @@ void gw_backlog_queue(struct gw *gw, struct gw_conn *c, struct gw_buf *b);
 /* A page was queued: fetch the next one when `more`, else end the replay. */
 void gw_backlog_page_done(struct gw *gw, struct gw_conn *c, int more);
 
+/* After a write: fetch the deferred next page once the queue is down to a quarter. */
+void gw_backlog_resume(struct gw *gw, struct gw_conn *c);
+
 /* The replay could not be fetched: error frame (chat) and close with 1011, so the client
  * reconnects with its own backoff and the replay is tried again. */
 void gw_backlog_failed(struct gw *gw, struct gw_conn *c);

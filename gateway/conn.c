@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backlog.h"
 #include "http.h"
 #include "receipts.h"
 #include "render.h"
@@ -146,6 +147,7 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 		gw_receipts_add(gw, b->kind, b->user_id ? b->user_id : c->user_id, b->id);
 	}
 	gw_buf_unref(b);
+	gw_backlog_resume(gw, c);
 	if (c->q_head || c->close_code)
 		lws_callback_on_writable(c->wsi);
 	return 0;

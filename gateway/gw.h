@@ -87,6 +87,7 @@ struct gw_conn {
 	struct gw_qnode *held_head, *held_tail;
 	size_t held_len;
 	uint64_t last_id;     /* highest message/notification id queued to this socket */
+	int backlog_deferred; /* next backlog page waits for the queue to drain (backlog.c) */
 	uint64_t send_seq;    /* per-socket counter for idempotency keys */
 	double tokens;        /* rate limit bucket (frames) */
 	int64_t tokens_at_ms; /* last refill */
