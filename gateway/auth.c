@@ -82,25 +82,16 @@ static size_t query_token(struct lws *wsi, char *buf, size_t size)
 	return 0;
 }
 
-int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
+int gw_auth_precheck(struct gw *gw, const char *path, const char *origin, const char *token,
+                     size_t tlen)
 {
-	char path[128];
-	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0)
-		return 404;
-	int kind = gw_auth_endpoint(path);
-	if (!kind)
-		return 404;
 	if (gw->draining)
 		return 503;
-	char origin[256];
-	int olen = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
-	if (!gw_auth_origin_allowed(gw->cfg.allowed_origins, olen > 0 ? origin : NULL)) {
+	if (!gw_auth_origin_allowed(gw->cfg.allowed_origins, origin)) {
 		gw->m.conns_refused_origin++;
 		SB_INFO("refused", "reason=origin endpoint=%s", path);
 		return 403;
 	}
-	char token[GW_MAX_TOKEN + 1];
-	size_t tlen = query_token(wsi, token, sizeof token);
 	if (!tlen || !(sb_token_well_formed(token, tlen) || gw_auth_jwt_shaped(token, tlen))) {
 		gw->m.conns_refused_auth++;
 		SB_INFO("refused", "reason=%s endpoint=%s", tlen ? "malformed_token" : "no_token",
@@ -111,6 +102,57 @@ int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 		gw->m.conns_refused_unavailable++;
 		return 503;
 	}
+	return 0;
+}
+
+int gw_auth_verdict(struct gw *gw, const Sb__Envelope *reply, enum gw_kind kind, const char *path,
+                    struct gw_conn *c)
+{
+	if (!reply) {
+		gw->auth_down_until_ms = sb_mono_ms() + 1000;
+		gw->m.conns_refused_unavailable++;
+		SB_WARN("auth_unavailable", "msg=\"auth-svc did not answer\" endpoint=%s", path);
+		return 503;
+	}
+	if (reply->body_case == SB__ENVELOPE__BODY_ERROR) {
+		/* auth-svc could not look (storage): not the client's fault. */
+		gw->m.conns_refused_unavailable++;
+		SB_WARN("auth_error", "text=\"%s\"", reply->error->text);
+		return 503;
+	}
+	if (reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY && reply->verify_reply->ok &&
+	    reply->verify_reply->user_id > 0) {
+		const Sb__VerifyReply *v = reply->verify_reply;
+		c->kind = kind;
+		c->user_id = v->user_id;
+		c->user_name = strdup(v->display_name);
+		if (v->token_hash.len == sizeof c->token_hash)
+			memcpy(c->token_hash, v->token_hash.data, sizeof c->token_hash);
+		return c->user_name ? 0 : 503;
+	}
+	gw->m.conns_refused_auth++;
+	SB_INFO("refused", "reason=\"%s\" endpoint=%s",
+	        reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY ? reply->verify_reply->reason
+	                                                            : "bad reply",
+	        path);
+	return 403;
+}
+
+int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
+{
+	char path[128];
+	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0)
+		return 404;
+	int kind = gw_auth_endpoint(path);
+	if (!kind)
+		return 404;
+	char origin[256];
+	int olen = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+	char token[GW_MAX_TOKEN + 1];
+	size_t tlen = query_token(wsi, token, sizeof token);
+	int status = gw_auth_precheck(gw, path, olen > 0 ? origin : NULL, token, tlen);
+	if (status)
+		return status;
 	Sb__VerifyRequest vr = SB__VERIFY_REQUEST__INIT;
 	vr.token = token;
 	Sb__Envelope env = SB__ENVELOPE__INIT;
@@ -120,35 +162,7 @@ int gw_auth_check(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 	natsStatus s = sb_bus_request(gw->bus, SB_SUBJ_AUTH_VERIFY, &env,
 	                              (int)gw->cfg.auth_timeout_ms, &reply);
 	memset(token, 0, sizeof token);
-	if (s != NATS_OK) {
-		gw->auth_down_until_ms = sb_mono_ms() + 1000;
-		gw->m.conns_refused_unavailable++;
-		SB_WARN("auth_unavailable", "error=\"%s\"", natsStatus_GetText(s));
-		return 503;
-	}
-	int status = 403;
-	if (reply->body_case == SB__ENVELOPE__BODY_ERROR) {
-		/* auth-svc could not look (storage): not the client's fault. */
-		gw->m.conns_refused_unavailable++;
-		SB_WARN("auth_error", "text=\"%s\"", reply->error->text);
-		status = 503;
-	} else if (reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY && reply->verify_reply->ok &&
-	           reply->verify_reply->user_id > 0) {
-		const Sb__VerifyReply *v = reply->verify_reply;
-		c->kind = (enum gw_kind)kind;
-		c->user_id = v->user_id;
-		c->user_name = strdup(v->display_name);
-		if (v->token_hash.len == sizeof c->token_hash)
-			memcpy(c->token_hash, v->token_hash.data, sizeof c->token_hash);
-		status = c->user_name ? 0 : 503;
-	} else {
-		gw->m.conns_refused_auth++;
-		SB_INFO("refused", "reason=\"%s\" endpoint=%s",
-		        reply->body_case == SB__ENVELOPE__BODY_VERIFY_REPLY
-		            ? reply->verify_reply->reason
-		            : "bad reply",
-		        path);
-	}
+	status = gw_auth_verdict(gw, s == NATS_OK ? reply : NULL, (enum gw_kind)kind, path, c);
 	sb_envelope_free(reply);
 	return status;
 }

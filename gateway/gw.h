@@ -114,13 +114,16 @@ struct gw_user {
 	int nconns;
 };
 
-enum gw_req_kind { GW_REQ_SEND = 1, GW_REQ_SYNC, GW_REQ_NOTIFY_SYNC };
+enum gw_req_kind { GW_REQ_SEND = 1, GW_REQ_SYNC, GW_REQ_NOTIFY_SYNC, GW_REQ_VERIFY };
+
+struct gw_pre;
 
 /* An in-flight request on the bus, correlated by the reply subject's last token. */
 struct gw_req {
 	uint64_t corr;
 	enum gw_req_kind kind;
 	struct gw_conn *conn; /* NULL once the socket is gone */
+	struct gw_pre *pre;   /* GW_REQ_VERIFY: the handshake waiting for it (preauth.c) */
 	struct gw_req *next_of_conn;
 	struct gw_req *prev_of_conn;
 	char subject[64];
@@ -210,7 +213,14 @@ struct gw {
 	 * request latency by kind. */
 	struct sb_metrics reg;
 	struct sb_metric errors_by_reason[GW_ERROR_KINDS];
-	struct sb_metric request_seconds[4]; /* indexed by enum gw_req_kind */
+	struct sb_metric request_seconds[5]; /* indexed by enum gw_req_kind */
+	/* preauth.c: handshakes read before lws sees them */
+	int pre_epfd;
+	struct gw_pre **pres; /* by fd */
+	size_t pres_cap;
+	struct lws *pre_wsi;
+	lws_sorted_usec_list_t pre_sul;
+	int adopting_fd;
 };
 
 #endif

@@ -36,8 +36,8 @@ void gw_http_metrics_init(struct gw *gw)
 	for (size_t i = N_SENTENCES; i-- > 0;)
 		sb_metrics_add(&gw->reg, &gw->errors_by_reason[i]);
 	static const char *const kinds[] = {NULL, "kind=\"chat_send\"", "kind=\"chat_sync\"",
-	                                    "kind=\"notify_sync\""};
-	for (int k = 3; k >= 1; k--) {
+	                                    "kind=\"notify_sync\"", "kind=\"auth_verify\""};
+	for (int k = 4; k >= 1; k--) {
 		gw->request_seconds[k] = (struct sb_metric){
 		    .name = "sb_gateway_bus_request_seconds",
 		    .labels = kinds[k],

@@ -11,7 +11,9 @@
 #include "backlog.h"
 #include "chat.h"
 #include "notify.h"
+#include "preauth.h"
 #include "sb_log.h"
+#include "sb_subjects.h"
 #include "sb_util.h"
 
 static int cmp_req(const void *a, const void *b)
@@ -53,6 +55,11 @@ static void on_timeout(lws_sorted_usec_list_t *sul)
 	struct gw_req *r = lws_container_of(sul, struct gw_req, sul);
 	struct gw *gw = r->gw;
 	gw->m.request_timeouts++;
+	if (r->kind == GW_REQ_VERIFY) {
+		gw_preauth_on_verdict(gw, r->pre, NULL);
+		req_free(gw, r);
+		return;
+	}
 	if (r->conn && r->tries <= gw->cfg.request_retries && atomic_load(&gw->bus->connected)) {
 		r->tries++;
 		SB_WARN("request_retry", "subject=%s corr=%llu try=%d", r->subject,
@@ -107,6 +114,33 @@ int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, co
 	return 0;
 }
 
+int gw_request_start_verify(struct gw *gw, struct gw_pre *pre, const Sb__Envelope *env)
+{
+	struct gw_req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -1;
+	if (sb_envelope_pack(env, &r->payload, &r->payload_len) < 0) {
+		free(r);
+		return -1;
+	}
+	r->gw = gw;
+	r->corr = ++gw->next_corr;
+	r->kind = GW_REQ_VERIFY;
+	r->pre = pre;
+	r->tries = 1;
+	r->started_us = sb_mono_us();
+	snprintf(r->subject, sizeof r->subject, "%s", SB_SUBJ_AUTH_VERIFY);
+	if (!tsearch(r, &gw->reqs, cmp_req)) {
+		free(r->payload);
+		free(r);
+		return -1;
+	}
+	gw->reqs_inflight++;
+	publish(gw, r);
+	lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout, gw->cfg.auth_timeout_ms * LWS_US_PER_MS);
+	return 0;
+}
+
 void gw_requests_on_reply(struct gw *gw, natsMsg *msg)
 {
 	const char *subj = natsMsg_GetSubject(msg);
@@ -128,7 +162,9 @@ void gw_requests_on_reply(struct gw *gw, natsMsg *msg)
 	}
 	sb_metric_observe_us(&gw->request_seconds[r->kind],
 	                     (uint64_t)(sb_mono_us() - r->started_us));
-	if (r->conn && r->kind == GW_REQ_NOTIFY_SYNC)
+	if (r->kind == GW_REQ_VERIFY)
+		gw_preauth_on_verdict(gw, r->pre, env);
+	else if (r->conn && r->kind == GW_REQ_NOTIFY_SYNC)
 		gw_notify_on_reply(gw, r->conn, env);
 	else if (r->conn)
 		gw_chat_on_reply(gw, r->conn, r->kind, env);

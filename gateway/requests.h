@@ -15,6 +15,10 @@
 int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, const char *subject,
                      const Sb__Envelope *env);
 
+/* Ask auth-svc to verify the token of a handshake waiting in preauth.c. One try,
+ * bounded by --auth-timeout-ms; the answer (or NULL) goes to gw_preauth_on_verdict. */
+int gw_request_start_verify(struct gw *gw, struct gw_pre *pre, const Sb__Envelope *env);
+
 /* A reply arrived on the inbox (from the hand-off). Takes nothing; msg stays the
  * caller's. Dispatches to the chat module. */
 void gw_requests_on_reply(struct gw *gw, natsMsg *msg);

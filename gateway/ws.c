@@ -16,6 +16,7 @@
 #include "http.h"
 #include "quota.h"
 #include "notify.h"
+#include "preauth.h"
 #include "requests.h"
 #include "sb_log.h"
 #include "sb_util.h"
@@ -143,7 +144,8 @@ static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const c
  * some WebSocket clients (Python's websockets) do not accept. */
 static int refuse(struct lws *wsi, int status)
 {
-	const char *text = status == 403   ? "Forbidden"
+	const char *text = status == 400   ? "Bad Request"
+	                   : status == 403 ? "Forbidden"
 	                   : status == 404 ? "Not Found"
 	                   : status == 429 ? "Too Many Requests"
 	                                   : "Service Unavailable";
@@ -165,6 +167,17 @@ static int on_confirm_upgrade(struct gw *gw, struct lws *wsi)
 	struct gw_conn *p = &gw->pending;
 	free(p->user_name);
 	memset(p, 0, sizeof *p);
+	if (gw_preauth_claim(gw, wsi, p)) {
+		p->wsi = wsi;
+		return 0;
+	}
+	if (gw->pre_epfd >= 0) {
+		/* Plain-text upgrades are decided in preauth.c, before lws reads them; one
+		 * that arrives here came on a reused keep-alive connection. Refused rather
+		 * than verified with a blocking request. */
+		SB_INFO("refused", "reason=upgrade_on_reused_connection");
+		return refuse(wsi, 400);
+	}
 	char ip[48] = "";
 	lws_get_peer_simple(wsi, ip, sizeof ip);
 	if (gw_quota_ip_blocked(gw, ip)) {
@@ -255,6 +268,8 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 			c->http_body = NULL;
 		}
 		break;
+	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+		return gw_preauth_take(gw, user);
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		return on_confirm_upgrade(gw, wsi);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:

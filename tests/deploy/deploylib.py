@@ -31,6 +31,13 @@ TESTS = Path(__file__).resolve().parent
 BUILD_DIR = Path(os.environ.get("SB_BUILD_DIR", REPO / "build")).resolve()
 
 SERVICES = ["gateway", "auth-svc", "chat-svc", "notify-svc"]
+NATS_AUTH_CONF = DEPLOY / "nats" / "switchboard-auth.conf"
+# NATS user -> the variable holding its password (deploy/nats/switchboard-auth.conf)
+NATS_USERS = {"gateway": "SB_NATS_GATEWAY_PASSWORD", "auth-svc": "SB_NATS_AUTH_PASSWORD",
+              "chat-svc": "SB_NATS_CHAT_PASSWORD", "notify-svc": "SB_NATS_NOTIFY_PASSWORD",
+              "sbctl": "SB_NATS_SBCTL_PASSWORD", "injector": "SB_NATS_INJECTOR_PASSWORD"}
+# What an operator puts in deploy/.env (deploy/nats/passwords.sh): the tests' stand-ins.
+TEST_NATS_ENV = {var: f"test-{user}-pw" for user, var in NATS_USERS.items()}
 BINARIES = SERVICES + ["sbctl"]
 # Paths a deployment may probe; the native run checks each one it finds answers 200.
 PROBE_PATHS = {"/healthz", "/readyz", "/metrics"}
@@ -246,10 +253,12 @@ def interpolate(value, env):
 
 def load_compose(env=None):
     """deploy/docker-compose.yml as compose sees it with `env` as the shell environment
-    (default: none set, so every ${VAR:-default} takes its default). YAML anchors and
-    merge keys are resolved by the loader."""
+    (default: only the NATS passwords set, TEST_NATS_ENV, so every ${VAR:-default} takes
+    its default). YAML anchors and merge keys are resolved by the loader."""
     raw = yaml.safe_load(COMPOSE.read_text())
-    doc = interpolate(raw, env or {})
+    shell = dict(TEST_NATS_ENV)
+    shell.update(env or {})
+    doc = interpolate(raw, shell)
     for svc in doc["services"].values():
         envv = svc.get("environment") or {}
         if isinstance(envv, list):
@@ -323,10 +332,26 @@ def image_target(image):
 
 # ------------------------------------------------------------------ ports, processes
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port never handed out before in this process: a random one below
+    the ephemeral range, checked by binding it (bind(0) was seen handing out the same
+    port twice on a crowded machine, so nats-server's monitor port collided)."""
+    import random
+    for _ in range(500):
+        p = random.randint(20000, 32000)
+        if p in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        _given_ports.add(p)
+        return p
+    raise RuntimeError("no free port found")
 
 
 def http_get(host, port, path, timeout=3.0):

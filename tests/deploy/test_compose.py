@@ -11,22 +11,31 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 import yaml
 
-from deploylib import (COMPOSE, DEPLOY, compose_duration, image_config, load_compose)
+from deploylib import (COMPOSE, DEPLOY, NATS_AUTH_CONF, NATS_USERS, TEST_NATS_ENV,
+                       compose_duration, image_config, load_compose)
 
 LB_ENV = {"SB_GATEWAY_PORTS": "127.0.0.1::8000"}
 
 
-def docker_compose(*args, env=None):
+def docker_compose(*args, env=None, passwords=True):
+    """docker-compose -f deploy/docker-compose.yml ARGS in a clean environment: no SB_ or
+    COMPOSE_ variables but `env`, plus the NATS passwords an operator's deploy/.env holds
+    (TEST_NATS_ENV) unless passwords=False."""
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is not installed (Debian package docker-compose)"
     e = {k: v for k, v in os.environ.items() if not k.startswith(("SB_", "COMPOSE_"))}
+    e.update(TEST_NATS_ENV if passwords else {})
     e.update(env or {})
-    return subprocess.run([exe, "-f", str(COMPOSE), *args], cwd=DEPLOY, env=e,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=60)
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as empty:
+        # without passwords, not even an operator's deploy/.env may supply them
+        files = ["-f", str(COMPOSE)] + ([] if passwords else ["--env-file", empty.name])
+        return subprocess.run([exe, *files, *args], cwd=DEPLOY, env=e,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=60)
 
 
 def test_docker_compose_config_accepts_the_file():
@@ -115,3 +124,35 @@ def test_lb_balances_over_gateway_readiness():
     assert r.returncode == 0, r.stdout
     lb = load_compose()["services"]["lb"]
     assert lb["profiles"] == ["lb"] and lb["ports"] == ["8000:8000"], lb
+
+
+def test_nats_requires_a_password_per_service():
+    """NATS runs deploy/nats/switchboard-auth.conf; every service logs in as its own user
+    with its own password, which has no default: compose refuses to start without them."""
+    doc = load_compose()
+    nats = doc["services"]["nats"]
+    cmd = nats.get("command") or image_config("nats")["cmd"]
+    conf = cmd[cmd.index("--config") + 1]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in nats["volumes"]}
+    assert conf in mounts, (conf, nats["volumes"])
+    assert (DEPLOY / mounts[conf]).resolve() == NATS_AUTH_CONF.resolve(), mounts[conf]
+    assert nats["volumes"][[v.split(":")[1] for v in nats["volumes"]].index(conf)].endswith(":ro")
+    for user, var in NATS_USERS.items():
+        assert nats["environment"].get(var) == TEST_NATS_ENV[var], (var, nats["environment"])
+        assert f"${var}" in NATS_AUTH_CONF.read_text(), var
+    who = {"gateway": "gateway", "auth-svc": "auth-svc", "chat-svc": "chat-svc",
+           "notify-svc": "notify-svc", "sbctl": "sbctl"}
+    for svc, user in who.items():
+        url = doc["services"][svc]["environment"]["SB_NATS_URL"]
+        assert url == f"nats://{user}:{TEST_NATS_ENV[NATS_USERS[user]]}@nats:4222", (svc, url)
+    r = docker_compose("config", passwords=False)
+    assert r.returncode != 0 and "passwords.sh" in r.stderr, (r.returncode, r.stderr[-500:])
+
+
+def test_sbctl_tool_runs_as_the_operator_user():
+    doc = load_compose({})
+    sbctl = doc["services"]["sbctl"]
+    assert sbctl["profiles"] == ["tools"] and sbctl["entrypoint"] == ["sbctl"], sbctl
+    assert sbctl["build"]["target"] == "auth-svc", "the auth-svc image carries sbctl"
+    r = docker_compose("--profile", "tools", "config")
+    assert r.returncode == 0, r.stderr

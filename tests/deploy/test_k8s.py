@@ -19,8 +19,8 @@ import time
 import pytest
 import yaml
 
-from deploylib import (K8S, TESTS, Proc, free_port, http_get, image_target, nats_server,
-                       pod_spec, render_k8s)
+from deploylib import (K8S, NATS_AUTH_CONF, NATS_USERS, TEST_NATS_ENV, TESTS, Proc, free_port,
+                       http_get, image_target, nats_server, pod_spec, render_k8s)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,10 @@ def test_nats_is_a_three_node_jetstream_cluster(rendered, tmp_path):
         assert f"nats-{i}.{headless['metadata']['name']}:6222" in conf
     path = tmp_path / "nats.conf"
     path.write_text(conf)
-    r = subprocess.run([nats_server(), "-c", str(path), "-t"], env={"POD_NAME": "nats-0"},
+    for name, text in by_kind(rendered, "ConfigMap")["nats-config"]["data"].items():
+        (tmp_path / name).write_text(text)
+    r = subprocess.run([nats_server(), "-c", str(path), "-t"],
+                       env=dict(TEST_NATS_ENV, POD_NAME="nats-0"),
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
     assert r.returncode == 0, r.stdout
     c = pod_spec(sts)["containers"][0]
@@ -255,9 +258,12 @@ def test_nats_cluster_forms_from_the_configmap(rendered, tmp_path):
                 text = text.replace(f"{path}/", f"{node / name}/").replace(f": {path}\n", f": {node / name}\n")
             assert "0.0.0.0" not in text and headless not in text, text
             (node / "nats.conf").write_text(text)
+            for name, other in by_kind(rendered, "ConfigMap")["nats-config"]["data"].items():
+                if name != "nats.conf":
+                    (node / name).write_text(other)
             procs.append(Proc(f"nats-{i}", [nats_server()] + [
                 a if a != "/etc/nats/nats.conf" else str(node / "nats.conf") for a in c["args"]],
-                {"POD_NAME": f"nats-{i}"}, node / "log"))
+                dict(TEST_NATS_ENV, POD_NAME=f"nats-{i}"), node / "log"))
         deadline = time.monotonic() + 30
         for i, p in enumerate(procs):
             while http_get("127.0.0.1", ports[i]["monitor"], "/healthz")[0] != 200:
@@ -279,3 +285,36 @@ def test_nats_cluster_forms_from_the_configmap(rendered, tmp_path):
     finally:
         for p in procs:
             p.kill()
+
+
+def test_nats_users_and_passwords(rendered):
+    """NATS runs deploy/nats/switchboard-auth.conf (a verbatim copy in the ConfigMap),
+    its passwords come from the Secret switchboard-nats-passwords, and each service logs
+    in as its own user with its own password. The Secret is not in the base: no password
+    is committed, pods wait for the operator's."""
+    data = by_kind(rendered, "ConfigMap")["nats-config"]["data"]
+    assert data["switchboard-auth.conf"] == NATS_AUTH_CONF.read_text(), \
+        "deploy/k8s/nats.yaml's switchboard-auth.conf differs from deploy/nats/switchboard-auth.conf"
+    assert re.search(r"^\s*include \./switchboard-auth\.conf$", data["nats.conf"], re.M)
+    nats = pod_spec(by_kind(rendered, "StatefulSet")["nats"])["containers"][0]
+    refs = [e["secretRef"]["name"] for e in nats.get("envFrom", []) if "secretRef" in e]
+    assert refs == ["switchboard-nats-passwords"], nats.get("envFrom")
+    assert "switchboard-nats-passwords" not in by_kind(rendered, "Secret"), \
+        "the base must not ship NATS passwords"
+    for obj in rendered:
+        spec = pod_spec(obj)
+        if not spec:
+            continue
+        c = spec["containers"][0]
+        svc = image_target(c["image"])
+        if svc not in NATS_USERS:
+            continue
+        env = {e["name"]: e for e in c.get("env", [])}
+        ref = env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "switchboard-nats-passwords", "key": NATS_USERS[svc]}, (svc, ref)
+        assert env["SB_NATS_URL"]["value"] == f"nats://{svc}:$(NATS_PASSWORD)@nats:4222", svc
+        names = [e["name"] for e in c["env"]]
+        assert names.index("NATS_PASSWORD") < names.index("SB_NATS_URL"), \
+            "Kubernetes expands $(NATS_PASSWORD) only when it is defined first"
+    for cm in by_kind(rendered, "ConfigMap").values():
+        assert "SB_NATS_URL" not in cm.get("data", {}), "SB_NATS_URL is per service (its own NATS user), never in a shared ConfigMap"

@@ -30,7 +30,7 @@ import time
 import pytest
 import websockets
 
-from deploylib import (DASHBOARD, HEALTHCHECK, PROBE_PATHS, SERVICES, Proc, build_release,
+from deploylib import (DASHBOARD, DEPLOY, HEALTHCHECK, PROBE_PATHS, SERVICES, Proc, build_release,
                        compose_duration, compose_order, free_port, http_get, image_config,
                        image_target, load_compose, nats_server, pod_spec, render_k8s)
 
@@ -68,6 +68,9 @@ class Stack:
         out = {}
         for v in self.services[name].get("volumes", []):
             vol, cpath = v.split(":")[:2]
+            if vol.startswith((".", "/")):   # a bind mount: a file of the repository
+                out[cpath] = str((DEPLOY / vol).resolve())
+                continue
             host = self.workdir / "volumes" / vol
             host.mkdir(parents=True, exist_ok=True)
             out[cpath] = str(host)
@@ -191,8 +194,13 @@ class Stack:
 
     # --------------------------------------------------------------------- helpers
     def sbctl(self, *args):
-        """sbctl as `docker compose exec auth-svc sbctl ...` runs it: auth-svc's env."""
-        r = subprocess.run([str(self.prefix / "bin" / "sbctl"), *args], env=self.env("auth-svc"),
+        """sbctl as `docker compose run --rm sbctl ...` runs it: the `tools` profile's sbctl
+        service (the operator's NATS user), host names mapped like the others'."""
+        tool = load_compose()["services"]["sbctl"]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        for k, v in tool["environment"].items():
+            env[k] = re.sub(r"@nats:4222\b", f"@{LOOPBACK}:{self.ports[('nats', 4222)]}", v)
+        r = subprocess.run([str(self.prefix / "bin" / "sbctl"), *args], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=20)
         assert r.returncode == 0, f"sbctl {' '.join(args)}: {r.stderr}"
         return r.stdout.strip()
@@ -202,13 +210,17 @@ class Stack:
         return f"ws://{LOOPBACK}:{port}{path}?token={token}"
 
     def nats_pub(self, subject, payload):
-        """A plain PUB from 'any system' (the NATS text protocol, no client library)."""
+        """A plain PUB from 'any system' (the NATS text protocol, no client library), as
+        the NATS user `injector` with the password deploy/.env gives nats."""
         port = self.ports[("nats", 4222)]
+        password = self.services["nats"]["environment"]["SB_NATS_INJECTOR_PASSWORD"]
+        connect = json.dumps({"verbose": False, "pedantic": False, "user": "injector",
+                              "pass": password})
         with socket.create_connection((LOOPBACK, port), timeout=5) as s:
             f = s.makefile("rb")
             assert f.readline().startswith(b"INFO ")
             data = json.dumps(payload).encode()
-            s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n' +
+            s.sendall(f"CONNECT {connect}\r\n".encode() +
                       f"PUB {subject} {len(data)}\r\n".encode() + data + b"\r\nPING\r\n")
             line = f.readline()
             assert line.startswith(b"PONG"), line

@@ -66,10 +66,27 @@ def nats_server():
     raise RuntimeError("nats-server not found")
 
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one handed out before in this process. Not bind(0):
+    with the ephemeral range crowded (other sessions' tests on this machine), bind(0)
+    was seen returning the same port on consecutive calls. A random port below the
+    ephemeral range (32768+), checked by binding it."""
+    import random
+    for _ in range(500):
+        p = random.randint(20000, 32000)
+        if p in _given_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        _given_ports.add(p)
+        return p
+    raise RuntimeError("no free port found")
 
 
 def clean_env(extra=None):

@@ -29,7 +29,7 @@ def test_every_setting_is_documented(binary):
 
 def test_every_error_sentence_is_documented():
     header = open(os.path.join(ROOT, "gateway", "frame.h"), encoding="utf-8").read()
-    sentences = re.findall(r'#define GW_E_\w+ "([^"]+)"', header)
+    sentences = re.findall(r'#define GW_E_\w+\s+"([^"]+)"', header)
     assert len(sentences) >= 10
     missing = [s for s in sentences if f"`{s}`" not in README]
     assert not missing, f"README lacks error sentences: {missing}"

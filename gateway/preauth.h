@@ -1,0 +1,35 @@
+/*
+ * preauth: reads a plain-text connection's request head before libwebsockets does, so
+ * the token check can wait for auth-svc without stopping the loop (SPEC §3), and still
+ * refuse before the upgrade. See preauth.c for how. Loop thread only.
+ */
+#ifndef GW_PREAUTH_H
+#define GW_PREAUTH_H
+
+#include "gw.h"
+
+/* Size of a request head the gateway reads (lws' adoption buffer is 2048 bytes). */
+#define GW_PRE_MAX 2048
+
+/* Start: the epoll set lws polls as a raw file. 0, or -1 (then the gateway verifies
+ * synchronously, as with TLS). */
+int gw_preauth_init(struct gw *gw);
+void gw_preauth_destroy(struct gw *gw);
+
+/* LWS_CALLBACK_FILTER_NETWORK_CONNECTION: take the accepted socket (returns -1, lws
+ * closes its copy) or leave it to lws (0). */
+int gw_preauth_take(struct gw *gw, const struct lws_filter_network_conn_args *args);
+
+/* HTTP_CONFIRM_UPGRADE: move the verdict reached for this connection into *out.
+ * 1 when there was one. */
+int gw_preauth_claim(struct gw *gw, struct lws *wsi, struct gw_conn *out);
+
+/* auth.verify answered (reply) or timed out (NULL) for pre. */
+struct gw_pre;
+void gw_preauth_on_verdict(struct gw *gw, struct gw_pre *pre, const Sb__Envelope *reply);
+
+/* The raw protocol's callback (the epoll set's readiness). */
+int gw_preauth_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                        size_t len);
+
+#endif
