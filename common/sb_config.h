@@ -11,11 +11,11 @@
 enum sb_opt_type { SB_OPT_STR, SB_OPT_INT, SB_OPT_BOOL };
 
 struct sb_opt {
-	const char *flag;   /* without the leading "--" */
-	const char *env;    /* environment variable, or NULL */
+	const char *flag; /* without the leading "--" */
+	const char *env;  /* environment variable, or NULL */
 	enum sb_opt_type type;
-	void *dst;          /* const char ** / int64_t * / int * (bool) */
-	const char *def;    /* default as text, applied before env and flags; NULL = none */
+	void *dst;       /* const char ** / int64_t * / int * (bool) */
+	const char *def; /* default as text, applied before env and flags; NULL = none */
 	const char *help;
 };
 

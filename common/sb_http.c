@@ -53,8 +53,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		if (!strcmp(path, "/readyz")) {
 			struct sb_bus *bus = *h->bus_slot;
 			int ok = bus && atomic_load(&bus->connected) && atomic_load(h->ready);
-			return respond(wsi, pss, ok ? 200 : 503, strdup(ok ? "ready\n" : "not ready\n"),
-			               ok ? 6 : 10, "text/plain");
+			return respond(wsi, pss, ok ? 200 : 503,
+			               strdup(ok ? "ready\n" : "not ready\n"), ok ? 6 : 10,
+			               "text/plain");
 		}
 		if (!strcmp(path, "/metrics")) {
 			size_t n = 0;

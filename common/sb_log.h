@@ -19,8 +19,8 @@ void sb_log_event(enum sb_log_level level, const char *event, const char *fmt, .
     __attribute__((format(printf, 3, 4)));
 
 #define SB_DEBUG(ev, ...) sb_log_event(SB_LOG_DEBUG, ev, __VA_ARGS__)
-#define SB_INFO(ev, ...) sb_log_event(SB_LOG_INFO, ev, __VA_ARGS__)
-#define SB_WARN(ev, ...) sb_log_event(SB_LOG_WARN, ev, __VA_ARGS__)
+#define SB_INFO(ev, ...)  sb_log_event(SB_LOG_INFO, ev, __VA_ARGS__)
+#define SB_WARN(ev, ...)  sb_log_event(SB_LOG_WARN, ev, __VA_ARGS__)
 #define SB_ERROR(ev, ...) sb_log_event(SB_LOG_ERROR, ev, __VA_ARGS__)
 
 #endif

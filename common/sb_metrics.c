@@ -9,9 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const double bounds_s[SB_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                                 0.005,  0.01,    0.025,  0.05,  0.1,
-                                                 0.25,   0.5,     1,      10};
+static const double bounds_s[SB_HIST_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 10};
 
 void sb_metrics_add(struct sb_metrics *reg, struct sb_metric *m)
 {
@@ -70,8 +69,8 @@ char *sb_metrics_render(struct sb_metrics *reg, size_t *len)
 				snprintf(le, sizeof le, "%g", bounds_s[i]);
 			else
 				snprintf(le, sizeof le, "+Inf");
-			fprintf(f, "%s_bucket{%s%sle=\"%s\"} %llu\n", m->name, lb, *lb ? "," : "", le,
-			        (unsigned long long)cum);
+			fprintf(f, "%s_bucket{%s%sle=\"%s\"} %llu\n", m->name, lb, *lb ? "," : "",
+			        le, (unsigned long long)cum);
 		}
 		fprintf(f, "%s_sum%s%s%s %.6f\n", m->name, *lb ? "{" : "", lb, *lb ? "}" : "",
 		        (double)atomic_load(&m->sum_us) / 1e6);

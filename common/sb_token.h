@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SB_TOKEN_LEN 67 /* "sb_" + 64 hex */
+#define SB_TOKEN_LEN      67 /* "sb_" + 64 hex */
 #define SB_TOKEN_HASH_LEN 32
 
 /* Write a new NUL-terminated token into out (at least SB_TOKEN_LEN + 1 bytes). 0 / -1. */

@@ -11,8 +11,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint64_t uid = 0;
 	int64_t exp = 0;
 	auth_jwt_shaped((const char *)data, size);
-	const char *why = auth_jwt_verify(secret, sizeof secret - 1, (const char *)data, size, 0,
-	                                  &uid, &exp);
+	const char *why =
+	    auth_jwt_verify(secret, sizeof secret - 1, (const char *)data, size, 0, &uid, &exp);
 	(void)why;
 	return 0;
 }

@@ -37,7 +37,8 @@ static void make(const char *secret, const char *header, const char *payload, ch
 	sprintf(out, "%s.%s", h, p);
 	unsigned char mac[32];
 	unsigned int ml = 0;
-	HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)out, strlen(out), mac, &ml);
+	HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)out, strlen(out), mac,
+	     &ml);
 	b64url(mac, ml, sig);
 	strcat(out, ".");
 	strcat(out, sig);
@@ -104,7 +105,8 @@ static void test_tampered_payload(void **state)
 	char *d1 = strchr(tok, '.'), *d2 = strrchr(tok, '.');
 	char *o1 = strchr(other, '.'), *o2 = strrchr(other, '.');
 	char spliced[2048];
-	snprintf(spliced, sizeof spliced, "%.*s%.*s%s", (int)(d1 - tok), tok, (int)(o2 - o1), o1, d2);
+	snprintf(spliced, sizeof spliced, "%.*s%.*s%s", (int)(d1 - tok), tok, (int)(o2 - o1), o1,
+	         d2);
 	uint64_t uid = 0;
 	assert_string_equal(verify(spliced, &uid), "bad signature");
 	assert_int_equal(uid, 0);

@@ -69,8 +69,9 @@ static void test_receiver_errors(void **state)
 	(void)state;
 	expect_error("{\"message\":\"x\"}", GW_E_RECEIVER_REQUIRED);
 	expect_error("{\"receiver_id\":null,\"message\":\"x\"}", GW_E_RECEIVER_REQUIRED);
-	const char *bad[] = {"0", "-1", "1.5", "\"abc\"", "\"12a\"", "\"\"", "\"-3\"", "\" 1\"",
-	                     "true", "{}", "[]", "\"99999999999999999999\""};
+	const char *bad[] = {"0",       "-1",   "1.5",    "\"abc\"",
+	                     "\"12a\"", "\"\"", "\"-3\"", "\" 1\"",
+	                     "true",    "{}",   "[]",     "\"99999999999999999999\""};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		char frame[128];
 		snprintf(frame, sizeof frame, "{\"receiver_id\":%s,\"message\":\"x\"}", bad[i]);
@@ -106,12 +107,18 @@ static void test_length_counts_characters(void **state)
 static void test_attachment_errors(void **state)
 {
 	(void)state;
-	const char *bad[] = {"5", "\"ftp://x\"", "\"javascript:alert(1)\"", "\"http://\"",
-	                     "\"https://a b\"", "\"\"", "{}", "true"};
+	const char *bad[] = {"5",
+	                     "\"ftp://x\"",
+	                     "\"javascript:alert(1)\"",
+	                     "\"http://\"",
+	                     "\"https://a b\"",
+	                     "\"\"",
+	                     "{}",
+	                     "true"};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		char frame[128];
-		snprintf(frame, sizeof frame, "{\"receiver_id\":1,\"message\":\"x\",\"attachment\":%s}",
-		         bad[i]);
+		snprintf(frame, sizeof frame,
+		         "{\"receiver_id\":1,\"message\":\"x\",\"attachment\":%s}", bad[i]);
 		expect_error(frame, GW_E_ATTACHMENT);
 	}
 }
