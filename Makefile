@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan format clean
+.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan format format-check clean
 
 all: build
 
@@ -47,6 +47,10 @@ test-asan:
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') && echo "clang-format: clean"
+
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
