@@ -48,7 +48,7 @@ test-asan:
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
-format-check:
+format-check: deps
 	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') && echo "clang-format: clean"
 
 

@@ -9,7 +9,7 @@ PKGS=(
   protobuf-c-compiler libprotobuf-c-dev
   libsqlite3-dev sqlite3 libjansson-dev libssl-dev libcmocka-dev
   python3 python3-websockets python3-pytest python3-yaml
-  clang
+  clang clang-format
   docker-compose haproxy
   chromium fonts-dejavu-core
 )
