@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan format format-check clean
+.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan bench format format-check clean
 
 all: build
 
@@ -40,6 +40,11 @@ fuzz: deps
 	@for t in frame envelope jwt token notify_inject; do \
 		build-fuzz/tests/fuzz/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t build-fuzz/tests/fuzz/new-$$t; \
 	done
+
+# Load generator against Switchboard and the bare relay, raw NATS and SQLite rates:
+# bench/results/latest.{json,md} and latency.png. SB_BENCH_QUICK=1 for a short run.
+bench: build
+	@bench/run.sh $(BUILD)
 
 # The same suite (unit, end-to-end, deploy, corpus replay) under ASan + UBSan.
 test-asan:

@@ -12,6 +12,7 @@ PKGS=(
   clang clang-format
   docker-compose haproxy
   chromium fonts-dejavu-core
+  gnuplot-nox libwebsockets-evlib-ev
 )
 # kubectl (for `kubectl kustomize` in tests/deploy) and node (offline schema validation)
 # may come from other packages on a given machine; install Debian's only when missing.

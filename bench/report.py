@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""bench/report.py: gather one bench run's raw results into bench/results/.
+
+Reads the load generator's JSON results listed in <dir>/manifest.tsv (name, kind,
+target, offered rate) plus sqlite.json, nats.json and nats-asap.json, and writes:
+  latest.json  every result of the run, with the machine and build it ran on
+  latest.md    the tables (the README and docs/benchmarks.md quote them)
+  latency.dat  end-to-end latency against offered load, for bench/latency.gp
+Only the standard library: it runs wherever the bench runs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def ms(us):
+    return "–" if us is None else f"{us / 1000:.2f}"
+
+
+def num(v, fmt="{:,.0f}"):
+    return "–" if v is None else fmt.format(v)
+
+
+def cpu_of(result, names):
+    """Summed CPU % over the run window of the watched processes called `names`."""
+    total, seen = 0.0, False
+    for p in result.get("cpu", {}).get("processes", []):
+        if any(p["name"].startswith(n) for n in names) and p.get("cpu_pct") is not None:
+            total += p["cpu_pct"]
+            seen = True
+    return total if seen else None
+
+
+def server_cpu(result, target):
+    if target == "relay":
+        return cpu_of(result, ["relay"])
+    return cpu_of(result, ["gateway", "chat-svc", "auth-svc", "nats", "notify-svc"])
+
+
+def machine():
+    info = {"host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/loadavg") as f:
+            info["loadavg_at_report"] = f.read().split()[:3]
+    except OSError:
+        pass
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--git", default="unknown")
+    ap.add_argument("--quick", default="0")
+    ap.add_argument("--build-type", default="")
+    ap.add_argument("--gateways", default="1")
+    ap.add_argument("--pairs", default="")
+    ap.add_argument("--reuse-port", default="1")
+    ap.add_argument("--busy-before", default="")
+    a = ap.parse_args()
+
+    runs = []
+    with open(os.path.join(a.dir, "manifest.tsv")) as f:
+        for line in f:
+            name, kind, target, rate = line.rstrip("\n").split("\t")
+            res = load(os.path.join(a.dir, name + ".json"))
+            if res is not None:
+                runs.append({"name": name, "kind": kind, "target": target,
+                             "offered": int(rate), "result": res})
+
+    doc = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git": a.git,
+        "quick": a.quick == "1",
+        "build_type": a.build_type,
+        "gateways": int(a.gateways),
+        "reuse_port_shared": a.reuse_port == "1",
+        "machine_busy_before_pct": int(a.busy_before) if a.busy_before.isdigit() else None,
+        "machine": machine(),
+        "sqlite": load(os.path.join(a.dir, "sqlite.json")),
+        "nats": load(os.path.join(a.dir, "nats.json")),
+        "nats_send_asap": load(os.path.join(a.dir, "nats-asap.json")),
+        "runs": runs,
+    }
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "latest.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+
+    md = []
+    m = doc["machine"]
+    md.append(f"Run {doc['when']} at `{a.git}` ({a.build_type} build"
+              f"{', quick' if doc['quick'] else ''}) on {m.get('cpus')} × "
+              f"{m.get('cpu_model', '?')}; load generator on the same machine. "
+              f"{a.pairs} sender/receiver pairs. Latencies in ms. Machine busy before the "
+              f"run: {a.busy_before or '?'} % of one core; \"machine CPU %\" is every process "
+              f"on the machine during each run (100 % = one core).")
+    md.append("")
+
+    # chat-rate: relay and Switchboard side by side at each offered rate
+    rate_runs = [r for r in runs if r["kind"] == "chat-rate"]
+    if rate_runs:
+        md.append("**chat-rate** (open loop; e2e = send → chat_message, ack = send → "
+                  "message_sent, timed from when each message was due)")
+        md.append("")
+        md.append("| offered/s | target | delivered/s | e2e p50 | e2e p99 | e2e p99.9 | "
+                  "ack p50 | ack p99 | ack p99.9 | lost | unans. | dup | ooo | "
+                  "server CPU % | loadgen CPU % | machine CPU % |")
+        md.append("|" + "---|" * 16)
+        for r in sorted(rate_runs, key=lambda r: (r["offered"], r["target"] != "relay")):
+            x = r["result"]
+            e, k, msgs = x.get("e2e_us", {}), x.get("ack_us", {}), x.get("messages", {})
+            md.append(
+                f"| {r['offered']:,} | {r['target']} | "
+                f"{num(x.get('rate', {}).get('delivered_per_s'))} | "
+                f"{ms(e.get('p50'))} | {ms(e.get('p99'))} | {ms(e.get('p999'))} | "
+                f"{ms(k.get('p50'))} | {ms(k.get('p99'))} | {ms(k.get('p999'))} | "
+                f"{msgs.get('lost', '–')} | {msgs.get('unanswered', '–')} | "
+                f"{msgs.get('duplicated', '–')} | {msgs.get('out_of_order', '–')} | "
+                f"{num(server_cpu(x, r['target']))} | "
+                f"{num(x.get('cpu', {}).get('loadgen_pct'))} | "
+                f"{num(x.get('cpu', {}).get('machine_busy_pct'))} |")
+        md.append("")
+
+    max_runs = [r for r in runs if r["kind"] == "chat-max"]
+    if max_runs:
+        relay_best = max((r["result"].get("rate", {}).get("delivered_per_s") or 0)
+                         for r in max_runs if r["target"] == "relay") or None
+        md.append("**chat-max** (closed loop, 16 messages in flight per sender; "
+                  "\"idle sockets\" = other sockets held open on the same server meanwhile)")
+        md.append("")
+        md.append("| target | idle sockets | loadgen procs | delivered/s | median of 1 s | "
+                  "% of relay | e2e p50 | e2e p99 | ack p50 | ack p99 | lost | server CPU % | "
+                  "loadgen CPU % |")
+        md.append("|" + "---|" * 13)
+        for r in max_runs:
+            x = r["result"]
+            rate = x.get("rate", {})
+            d = rate.get("delivered_per_s")
+            pct = f"{100 * d / relay_best:.0f}" if d and relay_best else "–"
+            md.append(
+                f"| {r['target']} | {r['offered']:,} | {x.get('workers')} | {num(d)} | "
+                f"{num(rate.get('delivered_per_s_median'))} | {pct} | "
+                f"{ms(x.get('e2e_us', {}).get('p50'))} | {ms(x.get('e2e_us', {}).get('p99'))} | "
+                f"{ms(x.get('ack_us', {}).get('p50'))} | {ms(x.get('ack_us', {}).get('p99'))} | "
+                f"{x.get('messages', {}).get('lost', '–')} | "
+                f"{num(server_cpu(x, r['target']))} | "
+                f"{num(x.get('cpu', {}).get('loadgen_pct'))} |")
+        md.append("")
+
+    raw = []
+    if doc["sqlite"]:
+        for s in doc["sqlite"].get("runs", []):
+            raw.append(f"| SQLite insert, {s['rows_per_txn']} row(s)/txn (WAL, synchronous=FULL) | "
+                       f"{num(s['rows_per_s'])} rows/s | {num(s['commits_per_s'])} commits/s, "
+                       f"txn p50 {ms(s['txn_us']['p50'])} ms, p99 {ms(s['txn_us']['p99'])} ms |")
+    for label, n in (("", doc["nats"]), (", send-asap", doc["nats_send_asap"])):
+        if not n:
+            continue
+        if n.get("sync"):
+            s = n["sync"]
+            raw.append(f"| NATS request/reply, one at a time{label} | {num(s['per_s'])} req/s | "
+                       f"RTT p50 {ms(s['latency_us']['p50'])} ms, "
+                       f"p99 {ms(s['latency_us']['p99'])} ms |")
+        if n.get("async"):
+            s = n["async"]
+            raw.append(f"| NATS request/reply, {s.get('window')} in flight{label} | "
+                       f"{num(s['per_s'])} req/s | "
+                       f"p50 {ms(s['latency_us']['p50'])} ms, p99 {ms(s['latency_us']['p99'])} ms |")
+    if raw:
+        md.append("**raw stages**")
+        md.append("")
+        md.append("| stage | rate | detail |")
+        md.append("|---|---|---|")
+        md += raw
+        md.append("")
+
+    idle = [r for r in runs if r["kind"] == "idle"]
+    if idle:
+        how = ("sharing one port with --reuse-port" if a.reuse_port == "1" else
+               "on one port each (--reuse-port could not share the port)")
+        md.append(f"**idle** (users × (chat + notification) sockets, {a.gateways} gateway "
+                  f"process(es) {how})")
+        md.append("")
+        md.append("| sockets | connected | failed | connects/s | connect p50 | connect p99 | "
+                  "gateway RSS before → loaded (MiB) | RSS per socket |")
+        md.append("|---|---|---|---|---|---|---|---|")
+        for r in idle:
+            x = r["result"]
+            c, mem = x.get("connections", {}), x.get("memory", {})
+            per = mem.get("rss_bytes_per_socket")
+            before, loaded = mem.get("rss_kb_before"), mem.get("rss_kb_loaded")
+            rss = (f"{before / 1024:.1f} → {loaded / 1024:.1f}"
+                   if before is not None and loaded is not None else "–")
+            md.append(f"| {c.get('planned')} | {c.get('connected')} | {c.get('failed')} | "
+                      f"{num(c.get('per_s'))} | {ms(c.get('connect_us', {}).get('p50'))} | "
+                      f"{ms(c.get('connect_us', {}).get('p99'))} | {rss} | "
+                      f"{'–' if per is None else f'{per / 1024:.1f} KiB'} |")
+        md.append("")
+
+    fan = [r for r in runs if r["kind"] == "fanout"]
+    if fan:
+        md.append("**fanout** (one broadcast published on notify.send.json; time until that "
+                  "share of the notification sockets had it; median of the rounds, worst in "
+                  "brackets)")
+        md.append("")
+        md.append("| sockets | rounds | 50 % (ms) | 99 % (ms) | 100 % (ms) |")
+        md.append("|---|---|---|---|---|")
+        for r in fan:
+            rounds = r["result"].get("rounds", [])
+
+            def col(key):
+                v = [x[key] for x in rounds if x.get(key) is not None]
+                if len(v) < len(rounds) or not v:
+                    missing = len(rounds) - len(v)
+                    return f"not reached in {missing} round(s)" if missing else "–"
+                return f"{statistics.median(v):.1f} ({max(v):.1f})"
+            md.append(f"| {r['result'].get('connections', {}).get('connected')} | {len(rounds)} | "
+                      f"{col('t50_ms')} | {col('t99_ms')} | {col('t100_ms')} |")
+        md.append("")
+
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write("\n".join(md))
+
+    # latency against offered load, one line per rate
+    by_rate = {}
+    for r in rate_runs:
+        e = r["result"].get("e2e_us", {})
+        by_rate.setdefault(r["offered"], {})[r["target"]] = e
+    with open(os.path.join(a.out, "latency.dat"), "w") as f:
+        f.write("# offered  relay_p50_ms relay_p99_ms  sb_p50_ms sb_p99_ms  "
+                "relay_p999_ms sb_p999_ms\n")
+        for rate in sorted(by_rate):
+            rel, sb = by_rate[rate].get("relay", {}), by_rate[rate].get("switchboard", {})
+
+            def v(d, k):
+                return "NaN" if d.get(k) is None else f"{d[k] / 1000:.3f}"
+            f.write(f"{rate} {v(rel, 'p50')} {v(rel, 'p99')} {v(sb, 'p50')} {v(sb, 'p99')} "
+                    f"{v(rel, 'p999')} {v(sb, 'p999')}\n")
+
+
+if __name__ == "__main__":
+    main()
