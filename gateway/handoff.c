@@ -26,12 +26,15 @@ void gw_handoff_push(struct gw *gw, enum gw_event_kind kind, natsMsg *msg)
 	ev->msg = msg;
 	ev->next = NULL;
 	pthread_mutex_lock(&gw->handoff.lock);
+	int was_empty = gw->handoff.head == NULL;
 	if (gw->handoff.tail)
 		gw->handoff.tail->next = ev;
 	else
 		gw->handoff.head = ev;
 	gw->handoff.tail = ev;
-	if (!gw->ctx_gone)
+	/* One wake-up per batch: the loop drains the whole list, so only the push that
+	 * finds it empty needs to write to lws' wake-up pipe. */
+	if (was_empty && !gw->ctx_gone)
 		lws_cancel_service(gw->ctx);
 	pthread_mutex_unlock(&gw->handoff.lock);
 }

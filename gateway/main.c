@@ -144,7 +144,9 @@ int main(int argc, char **argv)
 	    {"drain-timeout-ms", "SB_DRAIN_TIMEOUT_MS", SB_OPT_INT, &cfg->drain_timeout_ms, "10000",
 	     "on SIGTERM, longest wait for in-flight acknowledgements"},
 	    {"reuse-port", "SB_REUSE_PORT", SB_OPT_BOOL, &cfg->reuse_port, "false",
-	     "share the port with other gateway processes (SO_REUSEPORT)"},
+	     "ask lws to share the port with other gateway processes (SO_REUSEPORT); Debian's "
+	     "libwebsockets 4.1.6 applies it only with several service threads, so today run "
+	     "one port per gateway behind a balancer"},
 	    {"rate-limit", "SB_RATE_LIMIT", SB_OPT_INT, &cfg->rate_per_sec, "50",
 	     "chat frames per second per socket (0 = unlimited); over it: \"rate limit "
 	     "exceeded\", and 1008 after 100 refused in a row"},
