@@ -112,8 +112,7 @@ static void handover(struct gw *gw, struct gw_pre *p)
 		p->wsi = wsi; /* the head was incomplete for lws: claimed later */
 }
 
-/* Value of a header in the head (case-insensitive name), copied; 0 when absent. */
-static size_t header(const char *head, size_t len, const char *name, char *out, size_t size)
+size_t gw_preauth_header(const char *head, size_t len, const char *name, char *out, size_t size)
 {
 	size_t nl = strlen(name);
 	const char *p = memchr(head, '\n', len);
@@ -150,8 +149,7 @@ static int hexval(char c)
 	                              : -1;
 }
 
-/* The percent-decoded value of token= in a query string; its length, 0 if absent. */
-static size_t query_token(const char *q, size_t qlen, char *out, size_t size)
+size_t gw_preauth_query_token(const char *q, size_t qlen, char *out, size_t size)
 {
 	const char *end = q + qlen;
 	while (q < end) {
@@ -202,7 +200,7 @@ static void decide(struct gw *gw, struct gw_pre *p, size_t head_len)
 	memcpy(p->path, target, plen);
 	p->path[plen] = 0;
 	char upgrade[64];
-	int is_upgrade = header(p->buf, head_len, "upgrade", upgrade, sizeof upgrade) &&
+	int is_upgrade = gw_preauth_header(p->buf, head_len, "upgrade", upgrade, sizeof upgrade) &&
 	                 strcasestr(upgrade, "websocket") != NULL;
 	p->kind = (enum gw_kind)gw_auth_endpoint(p->path);
 	if (!is_upgrade || !p->kind || sp1 - p->buf != 3 || strncmp(p->buf, "GET", 3)) {
@@ -215,9 +213,10 @@ static void decide(struct gw *gw, struct gw_pre *p, size_t head_len)
 		return;
 	}
 	char origin[256];
-	int has_origin = header(p->buf, head_len, "origin", origin, sizeof origin) > 0;
+	int has_origin = gw_preauth_header(p->buf, head_len, "origin", origin, sizeof origin) > 0;
 	char token[GW_MAX_TOKEN + 1];
-	size_t toklen = qmark ? query_token(qmark + 1, tlen - plen - 1, token, sizeof token) : 0;
+	size_t toklen =
+	    qmark ? gw_preauth_query_token(qmark + 1, tlen - plen - 1, token, sizeof token) : 0;
 	int status = gw_auth_precheck(gw, p->path, has_origin ? origin : NULL, token, toklen);
 	if (status) {
 		if (status == 403)

@@ -28,6 +28,14 @@ int gw_preauth_claim(struct gw *gw, struct lws *wsi, struct gw_conn *out);
 struct gw_pre;
 void gw_preauth_on_verdict(struct gw *gw, struct gw_pre *pre, const Sb__Envelope *reply);
 
+/* Parsers of the untrusted request head (pure; fuzzed by tests/fuzz/fuzz_head.c).
+ * gw_preauth_header: the value of header `name` (case-insensitive) in head[0..len),
+ * trimmed, copied NUL-terminated into out (truncated to size - 1); its length, 0 when
+ * absent. gw_preauth_query_token: the percent-decoded value of token= in a query string
+ * (without the '?'), NUL-terminated in out; its length, 0 when absent or too long. */
+size_t gw_preauth_header(const char *head, size_t len, const char *name, char *out, size_t size);
+size_t gw_preauth_query_token(const char *q, size_t qlen, char *out, size_t size);
+
 /* The raw protocol's callback (the epoll set's readiness). */
 int gw_preauth_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                         size_t len);
