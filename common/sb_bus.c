@@ -51,6 +51,8 @@ static void on_disconnected(natsConnection *nc, void *closure)
 	pthread_mutex_unlock(&bus->lock);
 	if (!ours)
 		SB_WARN("bus_disconnected", "client=%s", bus->name);
+	if (!ours && bus->state_cb)
+		bus->state_cb(bus->state_arg, 0);
 }
 
 static void on_closed(natsConnection *nc, void *closure)
@@ -88,6 +90,8 @@ static void on_reconnected(natsConnection *nc, void *closure)
 	atomic_store(&bus->connected, 1);
 	atomic_fetch_add(&bus->reconnects, 1);
 	SB_INFO("bus_reconnected", "client=%s", bus->name);
+	if (bus->state_cb)
+		bus->state_cb(bus->state_arg, 1);
 }
 
 static void sleep_ms(int ms)

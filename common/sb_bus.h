@@ -28,6 +28,9 @@ struct sb_bus {
 	pthread_cond_t closed_cond;
 	int closed;
 	int closing; /* our own close: a disconnect is not news */
+	/* Optional: called on a libnats thread when the connection drops (0) or is back (1). */
+	void (*state_cb)(void *arg, int connected);
+	void *state_arg;
 };
 
 /* Connect to `url` (comma-separated list allowed) as client `name`. When the server is

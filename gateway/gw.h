@@ -135,7 +135,14 @@ struct gw_req {
 	struct gw *gw;
 };
 
-enum gw_event_kind { GW_EV_REPLY = 1, GW_EV_DELIVER_CHAT, GW_EV_DELIVER_NOTIFY, GW_EV_REVOKED };
+enum gw_event_kind {
+	GW_EV_REPLY = 1,
+	GW_EV_DELIVER_CHAT,
+	GW_EV_DELIVER_NOTIFY,
+	GW_EV_REVOKED,
+	GW_EV_BUS_DOWN, /* msg NULL */
+	GW_EV_BUS_UP,   /* msg NULL */
+};
 
 struct gw_event {
 	enum gw_event_kind kind;
@@ -197,8 +204,6 @@ struct gw {
 	int draining;
 	int64_t drain_deadline_ms;
 	lws_sorted_usec_list_t drain_sul;
-	lws_sorted_usec_list_t reconnect_sul; /* watches bus->reconnects (ws.c) */
-	int seen_reconnects;
 	int done;
 	int64_t auth_down_until_ms;  /* fail fast while auth-svc does not answer */
 	struct gw_receipt *receipts; /* pending delivery receipts (receipts.c) */

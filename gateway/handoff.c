@@ -9,6 +9,7 @@
 #include "chat.h"
 #include "notify.h"
 #include "requests.h"
+#include "ws.h"
 
 int gw_handoff_init(struct gw *gw)
 {
@@ -60,8 +61,13 @@ void gw_handoff_drain(struct gw *gw)
 		case GW_EV_REVOKED:
 			gw_auth_on_revoked(gw, ev->msg);
 			break;
+		case GW_EV_BUS_DOWN:
+		case GW_EV_BUS_UP:
+			gw_ws_on_bus_state(gw, ev->kind == GW_EV_BUS_UP);
+			break;
 		}
-		natsMsg_Destroy(ev->msg);
+		if (ev->msg)
+			natsMsg_Destroy(ev->msg);
 		free(ev);
 		ev = next;
 	}
@@ -72,7 +78,8 @@ void gw_handoff_destroy(struct gw *gw)
 	struct gw_event *ev = gw->handoff.head;
 	while (ev) {
 		struct gw_event *next = ev->next;
-		natsMsg_Destroy(ev->msg);
+		if (ev->msg)
+			natsMsg_Destroy(ev->msg);
 		free(ev);
 		ev = next;
 	}

@@ -66,29 +66,49 @@ void gw_ws_begin_drain(struct gw *gw)
 	drain_step(&gw->drain_sul);
 }
 
+static void hold_live(struct gw *gw, struct gw_conn *c, void *arg)
+{
+	(void)gw;
+	(void)arg;
+	if (c->established && !c->close_code)
+		c->syncing = 1; /* live deliveries wait in `held` until the replay */
+}
+
+static int sync_in_flight(const struct gw_conn *c)
+{
+	for (const struct gw_req *r = c->reqs; r; r = r->next_of_conn)
+		if (r->kind == GW_REQ_SYNC || r->kind == GW_REQ_NOTIFY_SYNC)
+			return 1;
+	return 0;
+}
+
 static void resync(struct gw *gw, struct gw_conn *c, void *arg)
 {
 	(void)arg;
-	if (!c->established || c->syncing || c->close_code)
-		return;
-	gw_backlog_start(gw, c);
+	if (c->established && !c->close_code && !sync_in_flight(c))
+		gw_backlog_start(gw, c);
 }
 
-static void check_reconnects(lws_sorted_usec_list_t *sul)
+/* Deliveries published while the bus was down (or before our subscriptions were back)
+ * are lost to NATS, so: from the disconnect on, every socket holds live deliveries;
+ * once reconnected, it replays from the last id it had and then releases them. */
+void gw_ws_on_bus_state(struct gw *gw, int up)
 {
-	struct gw *gw = lws_container_of(sul, struct gw, reconnect_sul);
-	int n = atomic_load(&gw->bus->reconnects);
-	if (n != gw->seen_reconnects && atomic_load(&gw->bus->connected)) {
-		gw->seen_reconnects = n;
-		SB_INFO("resync_after_reconnect", "sockets=%lld", (long long)total_conns(gw));
-		gw_users_foreach_conn(gw, resync, NULL);
-	}
-	lws_sul_schedule(gw->ctx, 0, &gw->reconnect_sul, check_reconnects, 250 * LWS_US_PER_MS);
+	SB_INFO(up ? "resync_after_reconnect" : "hold_while_disconnected", "sockets=%lld",
+	        (long long)total_conns(gw));
+	gw_users_foreach_conn(gw, up ? resync : hold_live, NULL);
+}
+
+/* libnats thread: queue the state change behind the messages already handed off. */
+static void on_bus_state(void *arg, int connected)
+{
+	gw_handoff_push(arg, connected ? GW_EV_BUS_UP : GW_EV_BUS_DOWN, NULL);
 }
 
 void gw_ws_watch_reconnects(struct gw *gw)
 {
-	lws_sul_schedule(gw->ctx, 0, &gw->reconnect_sul, check_reconnects, 250 * LWS_US_PER_MS);
+	gw->bus->state_arg = gw;
+	gw->bus->state_cb = on_bus_state;
 }
 
 static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const char *in, size_t len)

@@ -8,9 +8,11 @@
 
 #include "gw.h"
 
-/* Start the watch for bus reconnections: after one, every socket replays its backlog
- * from the last id it has, since live deliveries may have been lost meanwhile. */
+/* Follow the bus connection: while it is down every socket holds live deliveries, and
+ * once it is back every socket replays its backlog from the last id it has (deliveries
+ * published meanwhile were lost to NATS). gw_ws_on_bus_state runs on the loop. */
 void gw_ws_watch_reconnects(struct gw *gw);
+void gw_ws_on_bus_state(struct gw *gw, int up);
 
 int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len);
