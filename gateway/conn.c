@@ -13,6 +13,7 @@
 
 #include "backlog.h"
 #include "http.h"
+#include "keepalive.h"
 #include "receipts.h"
 #include "render.h"
 #include "requests.h"
@@ -123,6 +124,12 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 		lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
 		                 (unsigned char *)c->close_reason, strlen(c->close_reason));
 		return -1;
+	}
+	int pinged = gw_keepalive_write_ping(c);
+	if (pinged != 0) {
+		if (pinged > 0 && (c->q_head || c->close_code))
+			lws_callback_on_writable(c->wsi);
+		return pinged < 0 ? -1 : 0;
 	}
 	struct gw_qnode *n = c->q_head;
 	if (!n)

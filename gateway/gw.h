@@ -23,6 +23,7 @@ struct gw_config {
 	const char *log_level;
 	const char *tls_cert;
 	const char *tls_key;
+	const char *event_lib;
 	int64_t max_frame_bytes;
 	int64_t max_message_chars;
 	int64_t request_timeout_ms;
@@ -95,8 +96,11 @@ struct gw_conn {
 
 	int close_code; /* non-zero: close with this code at the next writeable */
 	const char *close_reason;
-	int close_now;  /* close without flushing the queue (slow consumer) */
-	int authorized; /* the pre-upgrade check passed */
+	int close_now;     /* close without flushing the queue (slow consumer) */
+	int authorized;    /* the pre-upgrade check passed */
+	int64_t heard_ms;  /* the peer last sent a frame or PONG (sb_mono_ms) */
+	int64_t pinged_ms; /* our last PING */
+	int ping_due;      /* a PING waits for SERVER_WRITEABLE */
 	int established;
 
 	/* HTTP (healthz/readyz/metrics) */
@@ -130,8 +134,9 @@ struct gw_req {
 	uint8_t *payload;
 	size_t payload_len;
 	int tries;
-	int64_t started_us; /* first publish, for the latency histogram */
-	lws_sorted_usec_list_t sul;
+	int64_t started_us;  /* first publish, for the latency histogram */
+	int64_t deadline_us; /* this try times out then */
+	lws_dll2_t timeouts; /* in gw->req_timeouts[], deadline order (requests.c) */
 	struct gw *gw;
 };
 
@@ -175,6 +180,7 @@ struct gw_metrics {
 	uint64_t conns_refused_ip;
 	int64_t conns_current[3];
 	uint64_t receipts_sent;
+	uint64_t idle_closes;
 };
 
 struct gw_receipt {
@@ -196,6 +202,12 @@ struct gw {
 	struct gw_handoff handoff;
 	void *users; /* tsearch tree of struct gw_user*, by id */
 	void *reqs;  /* tsearch tree of struct gw_req*, by corr */
+	/* Requests by deadline: one FIFO per timeout length ([0] bus requests, [1] token
+	 * verification) is in deadline order by construction; one timer serves both. */
+	lws_dll2_owner_t req_timeouts[2];
+	lws_sorted_usec_list_t req_sul;
+	int64_t req_sul_at_us; /* when req_sul fires; 0 = not scheduled */
+	int req_sweeping;
 	uint64_t next_corr;
 	size_t reqs_inflight;
 	uint64_t next_conn_id;
@@ -205,6 +217,9 @@ struct gw {
 	int64_t drain_deadline_ms;
 	lws_sorted_usec_list_t drain_sul;
 	int done;
+	int evlib;      /* lws runs on libev: lws_service() returns only once the loop stops */
+	int64_t now_ms; /* sb_mono_ms() as of the last keepalive sweep (keepalive.c) */
+	lws_sorted_usec_list_t keepalive_sul;
 	int64_t auth_down_until_ms;  /* fail fast while auth-svc does not answer */
 	struct gw_receipt *receipts; /* pending delivery receipts (receipts.c) */
 	size_t receipts_len, receipts_cap;
@@ -221,11 +236,12 @@ struct gw {
 	struct sb_metric request_seconds[5]; /* indexed by enum gw_req_kind */
 	/* preauth.c: handshakes read before lws sees them */
 	int pre_epfd;
+	int pre_lfd; /* our listening socket, in the epoll set (-1 with TLS: lws listens) */
+	int64_t accept_warned_ms;
 	struct gw_pre **pres; /* by fd */
 	size_t pres_cap;
 	struct lws *pre_wsi;
 	lws_sorted_usec_list_t pre_sul;
-	int adopting_fd;
 };
 
 #endif

@@ -13,6 +13,7 @@
 #include "gw.h"
 #include "handoff.h"
 #include "http.h"
+#include "keepalive.h"
 #include "quota.h"
 #include "preauth.h"
 #include "receipts.h"
@@ -144,9 +145,11 @@ int main(int argc, char **argv)
 	    {"drain-timeout-ms", "SB_DRAIN_TIMEOUT_MS", SB_OPT_INT, &cfg->drain_timeout_ms, "10000",
 	     "on SIGTERM, longest wait for in-flight acknowledgements"},
 	    {"reuse-port", "SB_REUSE_PORT", SB_OPT_BOOL, &cfg->reuse_port, "false",
-	     "ask lws to share the port with other gateway processes (SO_REUSEPORT); Debian's "
-	     "libwebsockets 4.1.6 applies it only with several service threads, so today run "
-	     "one port per gateway behind a balancer"},
+	     "share --listen with other gateway processes on this host (SO_REUSEPORT: the "
+	     "kernel spreads new connections over them); plain text only"},
+	    {"event-lib", "SB_EVENT_LIB", SB_OPT_STR, &cfg->event_lib, "ev",
+	     "event loop: ev (epoll through libev, lws' evlib plugin) or poll (lws' own "
+	     "poll(), which costs O(sockets) per wake-up)"},
 	    {"rate-limit", "SB_RATE_LIMIT", SB_OPT_INT, &cfg->rate_per_sec, "50",
 	     "chat frames per second per socket (0 = unlimited); over it: \"rate limit "
 	     "exceeded\", and 1008 after 100 refused in a row"},
@@ -189,6 +192,17 @@ int main(int argc, char **argv)
 		free(gw);
 		return 2;
 	}
+	if (strcmp(cfg->event_lib, "ev") && strcmp(cfg->event_lib, "poll")) {
+		fprintf(stderr, "error: --event-lib takes ev or poll\n");
+		free(gw);
+		return 2;
+	}
+	if (cfg->reuse_port && *cfg->tls_cert) {
+		fprintf(stderr, "error: --reuse-port works in plain text only (terminate TLS at "
+		                "the balancer)\n");
+		free(gw);
+		return 2;
+	}
 	if (!!*cfg->tls_cert != !!*cfg->tls_key) {
 		fprintf(stderr, "error: --tls-cert and --tls-key go together\n");
 		free(gw);
@@ -209,24 +223,26 @@ int main(int argc, char **argv)
 	if (gw_handoff_init(gw) < 0)
 		return 1;
 
+	/* No lws validity timers: keepalive.c pings and times out idle sockets. */
 	static const uint32_t backoff[] = {1000};
 	lws_retry_bo_t retry = {
 	    .retry_ms_table = backoff,
 	    .retry_ms_table_count = 1,
-	    .secs_since_valid_ping = (uint16_t)cfg->ping_interval_s,
-	    .secs_since_valid_hangup = (uint16_t)cfg->idle_timeout_s,
 	};
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof info);
-	info.port = port;
+	/* Plain text: preauth.c listens and accepts; with TLS lws does. */
+	int tls = *cfg->tls_cert != 0;
+	info.port = tls ? port : CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.iface = strcmp(host, "0.0.0.0") && *host ? host : NULL;
 	info.protocols = protocols;
 	info.user = gw;
 	info.retry_and_idle_policy = &retry;
 	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
-	if (cfg->reuse_port)
-		info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
-	if (*cfg->tls_cert) {
+	gw->evlib = !strcmp(cfg->event_lib, "ev");
+	if (gw->evlib)
+		info.options |= LWS_SERVER_OPTION_LIBEV;
+	if (tls) {
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = cfg->tls_cert;
 		info.ssl_private_key_filepath = cfg->tls_key;
@@ -239,19 +255,25 @@ int main(int argc, char **argv)
 	}
 	gw->vhost = lws_get_vhost_by_name(gw->ctx, "default");
 	gw->pre_epfd = -1;
-	gw->adopting_fd = -1;
-	if (!*cfg->tls_cert && (!gw->vhost || gw_preauth_init(gw) < 0))
-		SB_WARN("preauth_off", "msg=\"handshakes verified synchronously\"");
+	gw->pre_lfd = -1;
+	if (!tls && (!gw->vhost || gw_preauth_init(gw) < 0 ||
+	             gw_preauth_listen(gw, host, port, cfg->reuse_port) < 0)) {
+		SB_ERROR("listen_failed", "listen=%s", cfg->listen);
+		gw_preauth_destroy(gw);
+		lws_context_destroy(gw->ctx);
+		return 1;
+	}
 	if (sb_bus_open(&gw->bus, cfg->nats_url, gw->instance) < 0 ||
 	    subscribe_gateway_subjects(gw) < 0) {
 		lws_context_destroy(gw->ctx);
 		return 1;
 	}
 	gw_ws_watch_reconnects(gw);
+	gw_keepalive_start(gw);
 	pthread_t sig_thread;
 	pthread_create(&sig_thread, NULL, signal_thread, gw);
-	SB_INFO("ready", "listen=%s instance=%s tls=%s", cfg->listen, gw->instance,
-	        *cfg->tls_cert ? "on" : "off");
+	SB_INFO("ready", "listen=%s instance=%s tls=%s event_lib=%s reuse_port=%d", cfg->listen,
+	        gw->instance, tls ? "on" : "off", cfg->event_lib, cfg->reuse_port);
 
 	while (!gw->done)
 		if (lws_service(gw->ctx, 0) < 0)
@@ -268,6 +290,7 @@ int main(int argc, char **argv)
 	gw->ctx_gone = 1;
 	pthread_mutex_unlock(&gw->handoff.lock);
 	gw_requests_destroy_all(gw);
+	gw_keepalive_stop(gw);
 	gw_preauth_destroy(gw);
 	lws_context_destroy(gw->ctx);
 	natsSubscription_Destroy(gw->inbox_sub);

@@ -2,10 +2,12 @@
  * preauth: the handshake, read before libwebsockets sees it.
  *
  * libwebsockets 4.1 cannot suspend a handshake while a callback waits, and a token can
- * only be judged by auth-svc, over the bus. So every plain-text connection lws accepts
- * is taken from it at once (FILTER_NETWORK_CONNECTION: we keep a dup of the socket and
- * lws closes its own), its request head is read here through one epoll set that lws
- * polls as a raw file, and it is handed back with lws_adopt_socket_vhost_readbuf once
+ * only be judged by auth-svc, over the bus. So in plain-text mode the gateway listens
+ * and accepts itself (also because Debian's lws 4.1.6 does not share a port between
+ * processes with one service thread: --reuse-port sets SO_REUSEPORT here), reads each
+ * request head through one epoll set that lws polls as a raw file (the listening
+ * socket is in the same set), and hands the socket to lws with
+ * lws_adopt_socket_vhost_readbuf once
  * decided: an HTTP request (/healthz, /metrics) at once; a WebSocket upgrade after
  * auth.verify answered, asynchronously and correlated like every other request, its
  * verdict waiting in a table by fd for HTTP_CONFIRM_UPGRADE. Refusals are answered
@@ -20,7 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -32,8 +38,10 @@
 #include "sb_util.h"
 #include "users.h"
 
-#define HEAD_TIMEOUT_MS 10000
-#define ADOPTED_TTL_MS  10000
+#define HEAD_TIMEOUT_MS    10000
+#define ADOPTED_TTL_MS     10000
+#define ACCEPTS_PER_WAKEUP 128
+#define LISTEN_BACKLOG     4096 /* the kernel caps it at net.core.somaxconn */
 
 enum pre_state { PRE_READING = 1, PRE_VERIFYING, PRE_ADOPTED };
 
@@ -97,9 +105,7 @@ static void handover(struct gw *gw, struct gw_pre *p)
 		p->state = PRE_ADOPTED;
 		p->since_ms = sb_mono_ms();
 	}
-	gw->adopting_fd = fd;
 	struct lws *wsi = lws_adopt_socket_vhost_readbuf(gw->vhost, fd, p->buf, p->len);
-	gw->adopting_fd = -1;
 	if (plain) {
 		pre_free(gw, p, 0); /* lws owns the socket now */
 		return;
@@ -286,41 +292,102 @@ static void on_readable(struct gw *gw, int fd)
 		respond(gw, p, 431);
 }
 
-int gw_preauth_take(struct gw *gw, const struct lws_filter_network_conn_args *a)
+/* A new connection: read its head through the epoll set. Takes fd. */
+static void pre_add(struct gw *gw, int fd, const struct sockaddr_storage *addr)
 {
-	if (!a || a->accept_fd == gw->adopting_fd || gw->pre_epfd < 0)
-		return 0;
-	int fd = fcntl(a->accept_fd, F_DUPFD_CLOEXEC, 0);
-	if (fd < 0)
-		return 0; /* out of descriptors: lws handles it (synchronous check) */
 	if ((size_t)fd >= gw->pres_cap) {
 		close(fd);
-		return 0;
+		return;
 	}
 	pre_free(gw, gw->pres[fd], 0); /* a stale verdict for a reused number */
 	struct gw_pre *p = calloc(1, sizeof *p);
 	if (!p) {
 		close(fd);
-		return 0;
+		return;
 	}
 	p->fd = fd;
 	p->state = PRE_READING;
 	p->since_ms = sb_mono_ms();
-	if (a->cli_addr.ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->cli_addr)->sin_addr, p->ip,
+	if (addr->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, p->ip,
 		          sizeof p->ip);
-	else if (a->cli_addr.ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->cli_addr)->sin6_addr, p->ip,
+	else if (addr->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, p->ip,
 		          sizeof p->ip);
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
 	if (epoll_ctl(gw->pre_epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		close(fd);
 		free(p);
-		return 0;
+		return;
 	}
 	gw->pres[fd] = p;
-	return -1; /* lws closes its descriptor; ours lives on */
+}
+
+/* The listening socket is readable: accept a bounded batch, then let the loop serve
+ * the sockets it already has (the rest stay in the kernel's backlog). */
+static void on_accept(struct gw *gw)
+{
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+		struct sockaddr_storage addr;
+		socklen_t alen = sizeof addr;
+		int fd = accept4(gw->pre_lfd, (struct sockaddr *)&addr, &alen,
+		                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE) {
+				int64_t now = sb_mono_ms();
+				if (now - gw->accept_warned_ms >= 1000) {
+					gw->accept_warned_ms = now;
+					SB_WARN("accept_failed",
+					        "error=\"%s\" msg=\"out of descriptors\"",
+					        strerror(errno));
+				}
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			           errno != ECONNABORTED) {
+				SB_WARN("accept_failed", "error=\"%s\"", strerror(errno));
+			}
+			return;
+		}
+		memset((char *)&addr + alen, 0, sizeof addr - alen);
+		pre_add(gw, fd, &addr);
+	}
+}
+
+int gw_preauth_listen(struct gw *gw, const char *host, int port, int reuse_port)
+{
+	char service[16];
+	snprintf(service, sizeof service, "%d", port);
+	struct addrinfo hints = {.ai_family = AF_INET,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *ai = NULL;
+	const char *node = *host && strcmp(host, "0.0.0.0") ? host : NULL;
+	int rc = getaddrinfo(node, service, &hints, &ai);
+	if (rc != 0) {
+		SB_ERROR("listen_failed", "host=%s error=\"%s\"", host, gai_strerror(rc));
+		return -1;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		SB_ERROR("listen_failed", "port=%d reuse_port=%d error=\"%s\"", port, reuse_port,
+		         strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+	if (epoll_ctl(gw->pre_epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		close(fd);
+		return -1;
+	}
+	gw->pre_lfd = fd;
+	return 0;
 }
 
 int gw_preauth_claim(struct gw *gw, struct lws *wsi, struct gw_conn *out)
@@ -364,8 +431,12 @@ int gw_preauth_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 		int n;
 		do {
 			n = epoll_wait(gw->pre_epfd, evs, 64, 0);
-			for (int i = 0; i < n; i++)
-				on_readable(gw, evs[i].data.fd);
+			for (int i = 0; i < n; i++) {
+				if (evs[i].data.fd == gw->pre_lfd)
+					on_accept(gw);
+				else
+					on_readable(gw, evs[i].data.fd);
+			}
 		} while (n == 64);
 		return 0;
 	}
@@ -386,7 +457,7 @@ int gw_preauth_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 int gw_preauth_init(struct gw *gw)
 {
 	gw->pre_epfd = -1;
-	gw->adopting_fd = -1;
+	gw->pre_lfd = -1;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return -1;
@@ -421,6 +492,9 @@ int gw_preauth_init(struct gw *gw)
 void gw_preauth_destroy(struct gw *gw)
 {
 	lws_sul_cancel(&gw->pre_sul);
+	if (gw->pre_lfd >= 0)
+		close(gw->pre_lfd);
+	gw->pre_lfd = -1;
 	for (size_t fd = 0; fd < gw->pres_cap; fd++) {
 		struct gw_pre *p = gw->pres[fd];
 		if (p)

@@ -16,9 +16,10 @@
 int gw_preauth_init(struct gw *gw);
 void gw_preauth_destroy(struct gw *gw);
 
-/* LWS_CALLBACK_FILTER_NETWORK_CONNECTION: take the accepted socket (returns -1, lws
- * closes its copy) or leave it to lws (0). */
-int gw_preauth_take(struct gw *gw, const struct lws_filter_network_conn_args *args);
+/* Listen on host:port (after gw_preauth_init); reuse_port lets other gateway processes
+ * listen on the same port (SO_REUSEPORT: the kernel spreads connections over them).
+ * 0, or -1 (logged as listen_failed). */
+int gw_preauth_listen(struct gw *gw, const char *host, int port, int reuse_port);
 
 /* HTTP_CONFIRM_UPGRADE: move the verdict reached for this connection into *out.
  * 1 when there was one. */

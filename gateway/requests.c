@@ -1,6 +1,9 @@
 /*
- * requests: the correlation table (a tsearch tree keyed by corr) and retry timers
- * (lws_sul on the loop). See requests.h.
+ * requests: the correlation table (a tsearch tree keyed by corr) and retry timers.
+ * See requests.h. Timeouts are not one lws timer per request: lws keeps timers in one
+ * sorted list (O(n) to insert), and every request of a kind has the same timeout, so
+ * appending to a FIFO keeps it in deadline order and one timer for the earliest head
+ * serves them all.
  */
 #include "requests.h"
 
@@ -22,9 +25,51 @@ static int cmp_req(const void *a, const void *b)
 	return x->corr < y->corr ? -1 : x->corr > y->corr;
 }
 
+static void on_timeouts(lws_sorted_usec_list_t *sul);
+
+static lws_dll2_owner_t *fifo_of(struct gw *gw, const struct gw_req *r)
+{
+	return &gw->req_timeouts[r->kind == GW_REQ_VERIFY];
+}
+
+static struct gw_req *head_of(lws_dll2_owner_t *fifo)
+{
+	lws_dll2_t *d = lws_dll2_get_head(fifo);
+	return d ? lws_container_of(d, struct gw_req, timeouts) : NULL;
+}
+
+/* Schedule the one timer for the earliest deadline, unless it already fires by then. */
+static void arm(struct gw *gw)
+{
+	if (gw->req_sweeping)
+		return; /* on_timeouts re-arms when it is done */
+	int64_t at = 0;
+	for (int i = 0; i < 2; i++) {
+		struct gw_req *h = head_of(&gw->req_timeouts[i]);
+		if (h && (!at || h->deadline_us < at))
+			at = h->deadline_us;
+	}
+	if (!at || (gw->req_sul_at_us && gw->req_sul_at_us <= at))
+		return;
+	int64_t now = sb_mono_us();
+	gw->req_sul_at_us = at;
+	lws_sul_schedule(gw->ctx, 0, &gw->req_sul, on_timeouts,
+	                 at > now ? (lws_usec_t)(at - now) : 1);
+}
+
+static void set_deadline(struct gw *gw, struct gw_req *r)
+{
+	int64_t ms =
+	    r->kind == GW_REQ_VERIFY ? gw->cfg.auth_timeout_ms : gw->cfg.request_timeout_ms;
+	lws_dll2_remove(&r->timeouts);
+	r->deadline_us = sb_mono_us() + ms * 1000;
+	lws_dll2_add_tail(&r->timeouts, fifo_of(gw, r));
+	arm(gw);
+}
+
 static void req_free(struct gw *gw, struct gw_req *r)
 {
-	lws_sul_cancel(&r->sul);
+	lws_dll2_remove(&r->timeouts);
 	tdelete(r, &gw->reqs, cmp_req);
 	if (r->conn) {
 		if (r->prev_of_conn)
@@ -50,10 +95,8 @@ static int publish(struct gw *gw, struct gw_req *r)
 	return s == NATS_OK ? 0 : -1;
 }
 
-static void on_timeout(lws_sorted_usec_list_t *sul)
+static void on_timeout(struct gw *gw, struct gw_req *r)
 {
-	struct gw_req *r = lws_container_of(sul, struct gw_req, sul);
-	struct gw *gw = r->gw;
 	gw->m.request_timeouts++;
 	if (r->kind == GW_REQ_VERIFY) {
 		gw_preauth_on_verdict(gw, r->pre, NULL);
@@ -65,8 +108,7 @@ static void on_timeout(lws_sorted_usec_list_t *sul)
 		SB_WARN("request_retry", "subject=%s corr=%llu try=%d", r->subject,
 		        (unsigned long long)r->corr, r->tries);
 		publish(gw, r);
-		lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout,
-		                 gw->cfg.request_timeout_ms * LWS_US_PER_MS);
+		set_deadline(gw, r);
 		return;
 	}
 	SB_WARN("request_failed", "subject=%s corr=%llu tries=%d", r->subject,
@@ -76,6 +118,22 @@ static void on_timeout(lws_sorted_usec_list_t *sul)
 	else if (r->conn)
 		gw_chat_on_failure(gw, r->conn, r->kind);
 	req_free(gw, r);
+}
+
+static void on_timeouts(lws_sorted_usec_list_t *sul)
+{
+	struct gw *gw = lws_container_of(sul, struct gw, req_sul);
+	gw->req_sul_at_us = 0;
+	gw->req_sweeping = 1;
+	int64_t now = sb_mono_us();
+	for (int i = 0; i < 2; i++) {
+		/* a retry goes back to the tail with a later deadline: this ends */
+		struct gw_req *h;
+		while ((h = head_of(&gw->req_timeouts[i])) && h->deadline_us <= now)
+			on_timeout(gw, h);
+	}
+	gw->req_sweeping = 0;
+	arm(gw);
 }
 
 int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, const char *subject,
@@ -109,8 +167,7 @@ int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, co
 		c->inflight_sends++;
 	/* A publish that fails while the bus is down is retried by the timer. */
 	publish(gw, r);
-	lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout,
-	                 gw->cfg.request_timeout_ms * LWS_US_PER_MS);
+	set_deadline(gw, r);
 	return 0;
 }
 
@@ -137,7 +194,7 @@ int gw_request_start_verify(struct gw *gw, struct gw_pre *pre, const Sb__Envelop
 	}
 	gw->reqs_inflight++;
 	publish(gw, r);
-	lws_sul_schedule(gw->ctx, 0, &r->sul, on_timeout, gw->cfg.auth_timeout_ms * LWS_US_PER_MS);
+	set_deadline(gw, r);
 	return 0;
 }
 
@@ -191,6 +248,9 @@ size_t gw_requests_inflight(struct gw *gw)
 
 void gw_requests_destroy_all(struct gw *gw)
 {
+	lws_sul_cancel(&gw->req_sul);
+	gw->req_sul_at_us = 0;
+	gw->req_sweeping = 1; /* nothing re-arms */
 	while (gw->reqs) {
 		struct gw_req *r = *(struct gw_req **)gw->reqs;
 		r->conn = NULL;

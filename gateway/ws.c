@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "handoff.h"
 #include "http.h"
+#include "keepalive.h"
 #include "quota.h"
 #include "notify.h"
 #include "preauth.h"
@@ -49,7 +50,16 @@ static void drain_step(lws_sorted_usec_list_t *sul)
 		SB_INFO("drained", "sockets_left=%lld requests_left=%zu",
 		        (long long)total_conns(gw), gw_requests_inflight(gw));
 		gw->done = 1;
-		lws_cancel_service(gw->ctx);
+		if (gw->evlib) {
+			/* libev runs until the context goes: this first destroy closes every
+			 * socket and stops the loop; main finishes it after the bus is closed */
+			pthread_mutex_lock(&gw->handoff.lock);
+			gw->ctx_gone = 1;
+			pthread_mutex_unlock(&gw->handoff.lock);
+			lws_context_destroy(gw->ctx);
+		} else {
+			lws_cancel_service(gw->ctx);
+		}
 		return;
 	}
 	lws_sul_schedule(gw->ctx, 0, &gw->drain_sul, drain_step, 50 * LWS_US_PER_MS);
@@ -140,6 +150,7 @@ static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const c
 		dlen = c->rx_len;
 	}
 	gw->m.frames_in++;
+	gw_keepalive_heard(c);
 	if (c->rx_binary)
 		gw_conn_send_error(gw, c, GW_E_BINARY);
 	else if (c->kind != GW_CHAT)
@@ -246,6 +257,8 @@ static int on_established(struct gw *gw, struct lws *wsi, struct gw_conn *c)
 	c->wsi = wsi;
 	c->conn_id = ++gw->next_conn_id;
 	c->established = 1;
+	gw_keepalive_heard(c);
+	c->pinged_ms = c->heard_ms;
 	if (gw_users_attach(gw, c) < 0) {
 		gw_conn_release(gw, c);
 		return -1;
@@ -288,8 +301,6 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 			c->http_body = NULL;
 		}
 		break;
-	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
-		return gw_preauth_take(gw, user);
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		return on_confirm_upgrade(gw, wsi);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
@@ -298,6 +309,9 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 		return on_established(gw, wsi, c);
 	case LWS_CALLBACK_RECEIVE:
 		return on_receive(gw, wsi, c, in, len);
+	case LWS_CALLBACK_RECEIVE_PONG:
+		gw_keepalive_heard(c);
+		break;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return gw_conn_writeable(gw, c);
 	case LWS_CALLBACK_CLOSED:

@@ -115,6 +115,12 @@ def test_runtime_stage_has_every_shared_library(release):
                 f"{b} links {lib} ({_package_of(lib)}), which the runtime stage does not install"
 
 
+def test_runtime_stage_has_the_event_loop_plugin():
+    # the gateway's default --event-lib ev dlopens lws' libev plugin: ldd cannot see it
+    assert "libwebsockets-evlib-ev" in apt_packages("runtime")
+    assert "libwebsockets-evlib-ev" in _deps_sh_packages()
+
+
 def _deps_sh_packages():
     text = (REPO / "scripts" / "deps.sh").read_text()
     m = re.search(r"PKGS=\((.*?)\)", text, re.S)

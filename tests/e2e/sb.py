@@ -385,10 +385,11 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
         return reports
 
-    def add_gateway(self, *extra_args):
-        """Start one more gateway on its own free port (same NATS); returns its port.
-        It is stopped with the rest of the cluster."""
-        port = free_port()
+    def add_gateway(self, *extra_args, port=None):
+        """Start one more gateway (same NATS) on its own free port, or on `port` (with
+        --reuse-port, the port of a gateway already running); returns its port. It is
+        stopped with the rest of the cluster."""
+        port = port or free_port()
         n = sum(1 for p in self.procs if p.name.startswith("gateway"))
         gw = Proc(f"gateway{n + 1}", [
             binary("gateway"), "--nats", self.nats_url, "--listen", f"127.0.0.1:{port}",
@@ -397,6 +398,7 @@ class Cluster:
         gw.start()
         gw.wait_ready()
         wait_http(port, "/readyz", 200, proc=gw)
+        self.last_gateway = gw
         return port
 
     def heal(self):
