@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan bench format format-check clean
+.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan bench soak format format-check clean
 
 all: build
 
@@ -45,6 +45,11 @@ fuzz: deps
 # bench/results/latest.{json,md} and latency.png. SB_BENCH_QUICK=1 for a short run.
 bench: build
 	@bench/run.sh $(BUILD)
+
+# A 10-minute soak at steady load (chat-rate plus a broadcast a second), RSS of every
+# server sampled every 10 s: bench/results/soak/latest.md.
+soak: build
+	@SB_BENCH_ONLY=soak SB_BENCH_OUT=bench/results/soak bench/run.sh $(BUILD)
 
 # The same suite (unit, end-to-end, deploy, corpus replay) under ASan + UBSan.
 test-asan:

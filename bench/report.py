@@ -64,6 +64,32 @@ def machine():
     return info
 
 
+def soak_table(result, tsv):
+    """RSS of every server over the soak: the second minute (after warm-up) against the
+    last (medians of the 10 s samples), and the largest sample."""
+    with open(tsv) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    head, rows = rows[0], [[int(x) for x in r] for r in rows[1:] if len(r) == len(rows[0])]
+    m = result.get("messages", {})
+    out = [f"**soak** ({result.get('params', {}).get('duration_s')} s of chat-rate at "
+           f"{result.get('params', {}).get('rate')}/s plus a broadcast a second: "
+           f"{num(m.get('sent'))} sent, {num(m.get('delivered'))} delivered, "
+           f"{m.get('lost')} lost; RSS sampled every 10 s)", "",
+           "| process | second minute (MiB) | last minute (MiB) | largest (MiB) | growth |",
+           "|---|---|---|---|---|"]
+    if len(rows) < 18:
+        return out[:1] + ["", "(too few samples for a soak table)", ""]
+    for i, name in enumerate(head[1:], start=1):
+        first = statistics.median(r[i] for r in rows[6:12])
+        last = statistics.median(r[i] for r in rows[-6:])
+        if not first:
+            continue
+        out.append(f"| {name} | {first / 1024:.1f} | {last / 1024:.1f} | "
+                   f"{max(r[i] for r in rows) / 1024:.1f} | {100 * (last - first) / first:+.1f} % |")
+    out.append("")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
@@ -75,6 +101,7 @@ def main():
     ap.add_argument("--pairs", default="")
     ap.add_argument("--reuse-port", default="1")
     ap.add_argument("--busy-before", default="")
+    ap.add_argument("--soak-rss", default="")
     a = ap.parse_args()
 
     runs = []
@@ -199,9 +226,9 @@ def main():
         md.append(f"**idle** (users × (chat + notification) sockets, {a.gateways} gateway "
                   f"process(es) {how})")
         md.append("")
-        md.append("| sockets | connected | failed | connects/s | connect p50 | connect p99 | "
-                  "gateway RSS before → loaded (MiB) | RSS per socket |")
-        md.append("|---|---|---|---|---|---|---|---|")
+        md.append("| sockets | connected | failed | dropped while held | connects/s | connect p50 | "
+                  "connect p99 | gateway RSS before → loaded (MiB) | RSS per socket |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
         for r in idle:
             x = r["result"]
             c, mem = x.get("connections", {}), x.get("memory", {})
@@ -210,7 +237,7 @@ def main():
             rss = (f"{before / 1024:.1f} → {loaded / 1024:.1f}"
                    if before is not None and loaded is not None else "–")
             md.append(f"| {c.get('planned')} | {c.get('connected')} | {c.get('failed')} | "
-                      f"{num(c.get('per_s'))} | {ms(c.get('connect_us', {}).get('p50'))} | "
+                      f"{c.get('dropped')} | {num(c.get('per_s'))} | {ms(c.get('connect_us', {}).get('p50'))} | "
                       f"{ms(c.get('connect_us', {}).get('p99'))} | {rss} | "
                       f"{'–' if per is None else f'{per / 1024:.1f} KiB'} |")
         md.append("")
@@ -235,6 +262,39 @@ def main():
             md.append(f"| {r['result'].get('connections', {}).get('connected')} | {len(rounds)} | "
                       f"{col('t50_ms')} | {col('t99_ms')} | {col('t100_ms')} |")
         md.append("")
+
+    stages = []
+    for r in rate_runs:
+        path = os.path.join(a.dir, f"stages-{r['offered']}.json")
+        if r["target"] != "switchboard" or not os.path.exists(path):
+            continue
+        st = load(path) or {}
+        bus = st.get('sb_gateway_bus_request_seconds{kind="chat_send"}')
+        commit = st.get("sb_chat_commit_seconds")
+        secs = (r["result"].get("rate") or {}).get("seconds") or 0
+        e2e = r["result"].get("e2e_us", {})
+        if not bus or not commit:
+            continue
+        stages.append(
+            f"| {num(int(r['offered']))} | {ms(e2e.get('p50'))} / {ms(e2e.get('p99'))} | "
+            f"{bus['mean_ms']:.2f} / ≤ {bus['p50_le_ms']:g} / ≤ {bus['p99_le_ms']:g} | "
+            f"{num(commit['count'] / secs if secs else None)} | "
+            f"{commit['mean_ms']:.2f} / ≤ {commit['p99_le_ms']:g} |")
+    if stages:
+        md.append("**where a message waits** (Switchboard's chat-rate runs; the services' own "
+                  "histograms: the gateway's bus round trip to chat-svc and back, which holds "
+                  "chat-svc's queue and group commit; chat-svc's commits, each one fsync; "
+                  "\"≤ x\" is the upper bound of the histogram bucket)")
+        md.append("")
+        md.append("| offered/s | e2e p50 / p99 | bus round trip mean / p50 / p99 (ms) | "
+                  "commits/s | commit mean / p99 (ms) |")
+        md.append("|---|---|---|---|---|")
+        md += stages
+        md.append("")
+
+    soak = [r for r in runs if r["kind"] == "soak"]
+    if soak and a.soak_rss and os.path.exists(a.soak_rss):
+        md += soak_table(soak[0]["result"], a.soak_rss)
 
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write("\n".join(md))

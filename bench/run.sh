@@ -19,15 +19,20 @@
 # Environment:
 #   SB_BENCH_QUICK=1        under a minute instead of ~5: fewer rates, shorter runs, fewer sockets
 #   SB_BENCH_OUT=DIR        where results go (default bench/results)
-#   SB_BENCH_GATEWAYS=N     gateway processes for idle/fanout (default 2; one does chat)
+#   SB_BENCH_GATEWAYS=N     gateway processes for idle/fanout (default 6: a process holds at
+#                           most 20,000 files here; one gateway does chat)
 #   SB_BENCH_RATES="a b"    offered chat rates, msg/s (default "1000 5000 10000 20000")
-#   SB_BENCH_IDLE_USERS=N   idle users (2 sockets each; default 10000)
+#   SB_BENCH_IDLE_USERS=N   idle users (2 sockets each; default 50000: 100,000 sockets)
 #   SB_BENCH_FANOUT="a b"   fanout socket counts (default "2000 20000")
 #   SB_BENCH_PAIRS=N        chat sender/receiver pairs (default 50)
 #   SB_BENCH_SECONDS=N      seconds per chat run (default 10)
 #   SB_BENCH_MIXED_USERS=N  idle users (2 sockets each) held during the mixed chat-max (default 5000)
 #   SB_BENCH_GATEWAY_ARGS   extra gateway flags (default "--rate-limit 0": the per-socket
 #                           abuse limit of 50 frames/s would refuse most of a benchmark)
+#   SB_BENCH_SOAK=SECONDS   after the rest, a soak: chat-rate at SB_BENCH_SOAK_RATE (default
+#                           2000/s) plus one broadcast a second for SECONDS, the RSS of every
+#                           server sampled every 10 s (`make soak`: 600 s, nothing else)
+#   SB_BENCH_ONLY=soak      skip every other scenario
 #   SB_BENCH_PERF=1         perf record -g the gateway during Switchboard's chat-max
 #   SB_BENCH_KEEP=1         keep the temporary directory (logs, raw results)
 set -euo pipefail
@@ -36,7 +41,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$(cd "${1:-${SB_BUILD_DIR:-$ROOT/build}}" && pwd)"
 OUT="${SB_BENCH_OUT:-$ROOT/bench/results}"
 QUICK="${SB_BENCH_QUICK:-0}"
-GATEWAYS="${SB_BENCH_GATEWAYS:-2}"
+GATEWAYS="${SB_BENCH_GATEWAYS:-6}"
+SOAK="${SB_BENCH_SOAK:-0}"
+SOAK_RATE="${SB_BENCH_SOAK_RATE:-2000}"
+ONLY="${SB_BENCH_ONLY:-}"
 PAIRS="${SB_BENCH_PAIRS:-50}"
 read -r -a GATEWAY_ARGS <<<"${SB_BENCH_GATEWAY_ARGS---rate-limit 0}"
 if [ "$QUICK" = 1 ]; then
@@ -49,7 +57,7 @@ if [ "$QUICK" = 1 ]; then
 else
   RATES="${SB_BENCH_RATES:-1000 5000 10000 20000}"
   SECONDS_PER_RUN="${SB_BENCH_SECONDS:-10}"
-  IDLE_USERS="${SB_BENCH_IDLE_USERS:-10000}"
+  IDLE_USERS="${SB_BENCH_IDLE_USERS:-50000}"
   FANOUT="${SB_BENCH_FANOUT:-2000 20000}"
   MIXED_USERS="${SB_BENCH_MIXED_USERS:-5000}"
   HOLD=10; RAW_SECONDS=3; FANOUT_ROUNDS=3; SETTLE_MS=2000
@@ -184,7 +192,9 @@ echo "bench: starting nats-server, services, gateway and relay under $TMP" >&2
 start nats "$NATS_SERVER" -js -sd "$TMP/nats" -a 127.0.0.1 -p "$NATS_PORT"
 wait_tcp "$NATS_PORT"
 start auth "$BUILD/auth-svc/auth-svc" --nats "$NATS_URL" --data-dir "$TMP/auth"
-start chat "$BUILD/chat-svc/chat-svc" --nats "$NATS_URL" --data-dir "$TMP/chat"
+CHAT_HTTP="$(free_port)"
+start chat "$BUILD/chat-svc/chat-svc" --nats "$NATS_URL" --data-dir "$TMP/chat" \
+  --http-listen "127.0.0.1:$CHAT_HTTP"
 HAVE_NOTIFY=0
 if [ -x "$BUILD/notify-svc/notify-svc" ]; then
   HAVE_NOTIFY=1
@@ -224,6 +234,10 @@ start_gateway() {
 start_gateway
 
 # Users: chat pairs first, then the idle/fanout users.
+if [ "$ONLY" = soak ]; then
+  IDLE_USERS=0; FANOUT=""; MIXED_USERS=0
+  [ "$SOAK" -gt 0 ] || SOAK=600
+fi
 MAX_FANOUT=0
 for f in $FANOUT; do [ "$f" -gt "$MAX_FANOUT" ] && MAX_FANOUT=$f; done
 SOCK_USERS=$IDLE_USERS
@@ -264,6 +278,7 @@ lg() {
   tail -1 "$TMP/logs/lg-$name.log" >&2 || true
 }
 
+if [ "$ONLY" != soak ]; then
 # --- raw stages
 echo "bench: sqlitebench" >&2
 "$BUILD/tools/sb-sqlitebench" --dir "$TMP" --seconds "$RAW_SECONDS" >"$TMP/res/sqlite.json" \
@@ -349,8 +364,14 @@ sb_quiet
 for r in $RATES; do
   lg "rate-relay-$r" chat-rate relay "$r" chat-rate --target "127.0.0.1:$RELAY_PORT" \
     "${CHAT[@]}" --rate "$r" --pids "relay=$PID_relay"
+  # the services' own histograms around the run: which stage a message waits in
+  METRICS=("http://127.0.0.1:$PORT/metrics" "http://127.0.0.1:$CHAT_HTTP/metrics")
+  python3 "$ROOT/bench/stages.py" snap "$TMP/res/metrics-before" "${METRICS[@]}" || true
   lg "rate-sb-$r" chat-rate switchboard "$r" chat-rate --target "127.0.0.1:$PORT" \
     "${CHAT[@]}" --rate "$r" --gateway-pids "${GW_PIDS[0]}" --pids "$SB_PIDS"
+  python3 "$ROOT/bench/stages.py" snap "$TMP/res/metrics-after" "${METRICS[@]}" || true
+  python3 "$ROOT/bench/stages.py" delta "$TMP/res/metrics-before" "$TMP/res/metrics-after" \
+    >"$TMP/res/stages-$r.json" || true
   sb_quiet
 done
 
@@ -373,12 +394,49 @@ else
   echo "bench: notify-svc not built: no fanout" >&2
 fi
 
+fi # SB_BENCH_ONLY
+
+# --- soak: steady chat traffic plus a broadcast a second; RSS of every server every 10 s
+if [ "$SOAK" -gt 0 ]; then
+  echo "bench: soak: ${SOAK} s of chat-rate at ${SOAK_RATE}/s plus a broadcast a second" >&2
+  [ "${#GW_PIDS[@]}" -gt 0 ] && kill -0 "${GW_PIDS[0]}" 2>/dev/null || start_gateway
+  SOAK_GW="${GW_PIDS[0]}"
+  SOAK_TSV="$TMP/res/soak-rss.tsv"
+  printf 't_s\tgateway\tchat-svc\tnotify-svc\tauth-svc\tnats\n' >"$SOAK_TSV"
+  (
+    rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+    t0=$(date +%s)
+    while :; do
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' $(($(date +%s) - t0)) "$(rss "$SOAK_GW")" \
+        "$(rss "$PID_chat")" "$(rss "${PID_notify:-0}")" "$(rss "$PID_auth")" \
+        "$(rss "$PID_nats")" >>"$SOAK_TSV"
+      [ "$HAVE_NOTIFY" = 1 ] && for _ in 1 2 3 4 5 6 7 8 9 10; do
+        "$BUILD/sbctl/sbctl" --nats "$NATS_URL" notify --all --title soak \
+          --message "soak broadcast" >/dev/null 2>&1 || true
+        sleep 1
+      done
+      [ "$HAVE_NOTIFY" = 1 ] || sleep 10
+    done
+  ) &
+  SAMPLER=$!
+  PIDS+=("$SAMPLER")
+  NAMES+=("soak-sampler")
+  lg "soak" soak switchboard "$SOAK_RATE" chat-rate --target "127.0.0.1:$PORT" \
+    --pairs "$PAIRS" --duration "$SOAK" --drain 5 --rate "$SOAK_RATE" \
+    --gateway-pids "$SOAK_GW" --pids "$SB_PIDS"
+  kill "$SAMPLER" 2>/dev/null || true
+  wait "$SAMPLER" 2>/dev/null || true
+fi
+
 # --- results
 GIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 python3 "$ROOT/bench/report.py" --dir "$TMP/res" --out "$OUT" --git "$GIT" --quick "$QUICK" \
   --build-type "${BUILD_TYPE:-none}" --gateways "$GATEWAYS" --pairs "$PAIRS" \
-  --reuse-port "$REUSE_PORT_WORKS" --busy-before "$BUSY_BEFORE"
-if command -v gnuplot >/dev/null; then
+  --reuse-port "$REUSE_PORT_WORKS" --busy-before "$BUSY_BEFORE" \
+  --soak-rss "$TMP/res/soak-rss.tsv"
+if [ "$ONLY" = soak ]; then
+  : # no latency sweep: no plot
+elif command -v gnuplot >/dev/null; then
   gnuplot -e "datafile='$OUT/latency.dat'; outfile='$OUT/latency.png'" "$ROOT/bench/latency.gp" \
     2>"$TMP/logs/gnuplot.log" || echo "bench: gnuplot failed (see logs)" >&2
 else

@@ -29,7 +29,8 @@ static void check(struct gw *gw, struct gw_conn *c, void *arg)
 		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 		return;
 	}
-	if (ping_ms > 0 && silent >= ping_ms && !c->ping_due && gw->now_ms - c->pinged_ms >= ping_ms) {
+	if (ping_ms > 0 && silent >= ping_ms && !c->ping_due &&
+	    gw->now_ms - c->pinged_ms >= ping_ms) {
 		c->ping_due = 1;
 		c->pinged_ms = gw->now_ms;
 		lws_callback_on_writable(c->wsi);

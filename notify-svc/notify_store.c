@@ -177,6 +177,11 @@ void notify_store_destroy(struct notify_store *st)
 	free(st);
 }
 
+int notify_store_relax_sync(struct notify_store *st)
+{
+	return exec(st, "PRAGMA synchronous = NORMAL");
+}
+
 int notify_store_begin(struct notify_store *st)
 {
 	return notify_store_step_done(st, st->begin, "begin");

@@ -61,6 +61,10 @@ struct notify_store;
  * timeout, statements prepared once. Returns 0 and sets *out, or -1 (logged). */
 int notify_store_open(struct notify_store **out, const char *path);
 
+/* PRAGMA synchronous = NORMAL on this handle: its commits are not fsynced (WAL mode).
+ * For the sync handle, whose only write is a user's first cursor (see main.c). */
+int notify_store_relax_sync(struct notify_store *st);
+
 /* Finalize the statements and close. NULL is a no-op. */
 void notify_store_destroy(struct notify_store *st);
 
