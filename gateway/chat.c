@@ -38,9 +38,11 @@ void gw_chat_on_frame(struct gw *gw, struct gw_conn *c, const char *data, size_t
 		gw_conn_send_error(gw, c, GW_E_OVERLOADED);
 		return;
 	}
+	/* Unique (a random instance id and a counter) and increasing in byte order, so
+	 * chat-svc's unique index on it grows at its right edge: one page per commit,
+	 * not one per sender. */
 	char key[80];
-	snprintf(key, sizeof key, "%s:%llu:%llu", gw->instance, (unsigned long long)c->conn_id,
-	         (unsigned long long)++c->send_seq);
+	snprintf(key, sizeof key, "%s:%016llx", gw->instance, (unsigned long long)++gw->send_seq);
 	Sb__ChatSend cs = SB__CHAT_SEND__INIT;
 	cs.idempotency_key = key;
 	cs.sender_id = c->user_id;

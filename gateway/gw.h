@@ -89,7 +89,6 @@ struct gw_conn {
 	size_t held_len;
 	uint64_t last_id;     /* highest message/notification id queued to this socket */
 	int backlog_deferred; /* next backlog page waits for the queue to drain (backlog.c) */
-	uint64_t send_seq;    /* per-socket counter for idempotency keys */
 	double tokens;        /* rate limit bucket (frames) */
 	int64_t tokens_at_ms; /* last refill */
 	int strikes;          /* frames refused by the rate limit in a row */
@@ -211,6 +210,7 @@ struct gw {
 	uint64_t next_corr;
 	size_t reqs_inflight;
 	uint64_t next_conn_id;
+	uint64_t send_seq; /* counter for idempotency keys (chat.c) */
 	_Atomic int stop_requested;
 	int ctx_gone; /* under handoff.lock: the lws context is being destroyed */
 	int draining;
