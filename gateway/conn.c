@@ -11,9 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GW_WRITE_BATCH_BYTES  (32 * 1024) /* one write() of queued frames, at most */
-#define GW_WRITE_BATCH_FRAMES 64
-
 #include "backlog.h"
 #include "http.h"
 #include "keepalive.h"

@@ -8,6 +8,10 @@
 
 #include "gw.h"
 
+/* Queued frames leave a socket in one write of at most this many bytes and frames. */
+#define GW_WRITE_BATCH_BYTES  (32 * 1024)
+#define GW_WRITE_BATCH_FRAMES 64
+
 /* Queue buf (takes a new reference) and ask for a writeable callback. */
 void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
 

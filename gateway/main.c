@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "conn.h"
 #include "handoff.h"
 #include "http.h"
 #include "keepalive.h"
@@ -78,7 +79,10 @@ static void *signal_thread(void *arg)
 }
 
 static const struct lws_protocols protocols[] = {
-    {"switchboard", gw_ws_callback, sizeof(struct gw_conn), 4096, 0, NULL, 0},
+    /* tx_packet_size: lws sends at most this much per write; conn.c batches up to
+     * GW_WRITE_BATCH_BYTES of queued frames into one */
+    {"switchboard", gw_ws_callback, sizeof(struct gw_conn), 4096, 0, NULL,
+     GW_WRITE_BATCH_BYTES + 16},
     {"sb-preauth", gw_preauth_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };

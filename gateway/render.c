@@ -10,16 +10,23 @@
 
 #include "sb_util.h"
 
+/* One serialisation into a stack buffer (json_dumpb reports the size it needs), a
+ * second only for the rare frame that does not fit. */
 static struct gw_buf *from_json(json_t *obj)
 {
 	if (!obj)
 		return NULL;
-	size_t len = json_dumpb(obj, NULL, 0, JSON_COMPACT);
+	char stack[4096];
+	size_t len = json_dumpb(obj, stack, sizeof stack, JSON_COMPACT);
 	struct gw_buf *b = len ? malloc(sizeof *b + LWS_PRE + len) : NULL;
 	if (b) {
 		memset(b, 0, sizeof *b);
 		b->refs = 1;
-		b->len = json_dumpb(obj, (char *)b->data + LWS_PRE, len, JSON_COMPACT);
+		if (len <= sizeof stack)
+			memcpy(b->data + LWS_PRE, stack, len);
+		else
+			len = json_dumpb(obj, (char *)b->data + LWS_PRE, len, JSON_COMPACT);
+		b->len = len;
 	}
 	json_decref(obj);
 	return b;
