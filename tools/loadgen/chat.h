@@ -48,6 +48,11 @@ int lg_chat_worker_init(struct lg_worker *w, uint64_t first, uint64_t count);
  * when it could not be sent (ring full, write failed). */
 int lg_chat_send(struct lg_worker *w, struct lg_pair *p, int64_t t_ns);
 
+/* Up to max messages of pair p in one write (each its own masked frame), as a client
+ * with several messages ready sends them. The number sent, or -1. */
+#define LG_SEND_BATCH_BYTES (16 * 1024)
+int lg_chat_send_many(struct lg_worker *w, struct lg_pair *p, int64_t t_ns, int max);
+
 /* Worker: a frame arrived on one of the pairs' sockets. Returns the pair whose sender
  * got an answer (so closed-loop senders can send again), or NULL. */
 struct lg_pair *lg_chat_on_frame(struct lg_worker *w, struct lg_conn *c, const char *data,

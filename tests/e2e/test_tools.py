@@ -1,0 +1,98 @@
+"""The benchmark tools (issue #5) against real servers: sb-loadgen's four scenarios
+against this module's cluster, and against sb-relay, the bare bound. Small and short:
+these check that the tools speak the protocol and count correctly (every message sent
+is acknowledged and delivered exactly once, in order), not how fast anything is.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import sb
+
+CLUSTER_OPTIONS = {"gateway_args": ["--rate-limit", "0"]}
+
+
+def tool(name):
+    path = os.path.join(sb.BUILD_DIR, "tools", name)
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"tool not built: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokens(cluster, tmp_path_factory):
+    users = cluster.new_users(60, "Tool")
+    path = tmp_path_factory.mktemp("tools") / "tokens.txt"
+    path.write_text("".join(f"{u.id} {u.token}\n" for u in users))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def relay(cluster, tokens):
+    port = sb.free_port()
+    proc = sb.Proc("sb-relay", [tool("sb-relay"), "--listen", f"127.0.0.1:{port}",
+                                "--tokens", tokens], cluster.dir)
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield port
+    finally:
+        proc.stop()
+
+
+def loadgen(tokens, *args, timeout=60):
+    out = subprocess.run([tool("sb-loadgen"), *args, "--tokens", tokens, "--max-seconds", "40"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert b"conn " in out.stderr, "no progress line on stderr"
+    return json.loads(out.stdout)
+
+
+def assert_exact(res, pairs):
+    m = res["messages"]
+    assert res["connections"]["connected"] == 2 * pairs
+    assert m["sent"] > 0
+    assert m["acked"] == m["sent"] and m["delivered"] == m["sent"], m
+    for k in ("lost", "unanswered", "duplicated", "out_of_order", "foreign", "refused"):
+        assert m[k] == 0, (k, m)
+    for k in ("p50", "p99", "max"):
+        assert res["e2e_us"][k] > 0
+
+
+@pytest.mark.parametrize("target", ["switchboard", "relay"])
+def test_chat_max_counts_every_message_once(cluster, tokens, relay, target):
+    port = cluster.port if target == "switchboard" else relay
+    res = loadgen(tokens, "chat-max", "--target", f"127.0.0.1:{port}", "--pairs", "10",
+                  "--window", "8", "--duration", "2", "--drain", "3")
+    assert_exact(res, 10)
+
+
+def test_chat_rate_offers_the_rate_it_was_asked_for(cluster, tokens):
+    res = loadgen(tokens, "chat-rate", "--target", f"127.0.0.1:{cluster.port}", "--pairs", "10",
+                  "--rate", "200", "--duration", "2", "--drain", "3")
+    assert_exact(res, 10)
+    assert 300 <= res["messages"]["sent"] <= 450, res["messages"]
+
+
+def test_idle_holds_sockets_and_reports_gateway_memory(cluster, tokens):
+    res = loadgen(tokens, "idle", "--target", f"127.0.0.1:{cluster.port}", "--users", "20",
+                  "--user-offset", "20", "--hold", "1", "--settle-ms", "200",
+                  "--gateway-pids", str(cluster.gateway.pid))
+    c = res["connections"]
+    assert c["connected"] == 40 and c["failed"] == 0 and c["dropped"] == 0, c
+    assert res["memory"]["rss_kb_loaded"] > 0
+
+
+def test_fanout_reaches_every_socket(cluster, tokens):
+    if not cluster.notify:
+        pytest.skip("notify-svc not built")
+    res = loadgen(tokens, "fanout", "--target", f"127.0.0.1:{cluster.port}", "--users", "20",
+                  "--user-offset", "40", "--nats", cluster.nats_url, "--rounds", "2",
+                  "--settle-ms", "300")
+    assert len(res["rounds"]) == 2
+    for r in res["rounds"]:
+        assert r["received"] == 20 and r["t100_ms"] is not None, r
