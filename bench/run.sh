@@ -26,6 +26,8 @@
 #   SB_BENCH_FANOUT="a b"   fanout socket counts (default "2000 20000")
 #   SB_BENCH_PAIRS=N        chat sender/receiver pairs (default 50)
 #   SB_BENCH_SECONDS=N      seconds per chat run (default 10)
+#   SB_BENCH_REPEAT=N       chat-max runs of the relay (1 process) and of Switchboard, in
+#                           turn; the table quotes medians (default 3, quick 1)
 #   SB_BENCH_MIXED_USERS=N  idle users (2 sockets each) held during the mixed chat-max (default 5000)
 #   SB_BENCH_GATEWAY_ARGS   extra gateway flags (default "--rate-limit 0": the per-socket
 #                           abuse limit of 50 frames/s would refuse most of a benchmark)
@@ -53,14 +55,14 @@ if [ "$QUICK" = 1 ]; then
   IDLE_USERS="${SB_BENCH_IDLE_USERS:-500}"
   FANOUT="${SB_BENCH_FANOUT:-500}"
   MIXED_USERS="${SB_BENCH_MIXED_USERS:-250}"
-  HOLD=1; RAW_SECONDS=1; FANOUT_ROUNDS=2; SETTLE_MS=500
+  HOLD=1; RAW_SECONDS=1; FANOUT_ROUNDS=2; SETTLE_MS=500; REPEAT="${SB_BENCH_REPEAT:-1}"
 else
   RATES="${SB_BENCH_RATES:-1000 5000 10000 20000}"
   SECONDS_PER_RUN="${SB_BENCH_SECONDS:-10}"
   IDLE_USERS="${SB_BENCH_IDLE_USERS:-50000}"
   FANOUT="${SB_BENCH_FANOUT:-2000 20000}"
   MIXED_USERS="${SB_BENCH_MIXED_USERS:-5000}"
-  HOLD=10; RAW_SECONDS=3; FANOUT_ROUNDS=3; SETTLE_MS=2000
+  HOLD=10; RAW_SECONDS=3; FANOUT_ROUNDS=3; SETTLE_MS=2000; REPEAT="${SB_BENCH_REPEAT:-3}"
 fi
 
 LOADGEN="$BUILD/tools/sb-loadgen"
@@ -333,6 +335,14 @@ if [ -n "$PERF_PID" ]; then
       2>/dev/null | grep -v '^$' | head -200
   } >"$OUT/perf-gateway.txt" || true
 fi
+# more runs, relay and Switchboard in turn: the tables quote the medians
+for i in $(seq 2 "$REPEAT"); do
+  sb_quiet
+  lg "max-relay-r$i" chat-max relay 0 chat-max --target "127.0.0.1:$RELAY_PORT" "${CHAT[@]}" \
+    --window 16 --pids "relay=$PID_relay"
+  lg "max-sb-r$i" chat-max switchboard 0 chat-max --target "127.0.0.1:$PORT" "${CHAT[@]}" \
+    --window 16 --gateway-pids "${GW_PIDS[0]}" --pids "$SB_PIDS"
+done
 sb_quiet
 
 # --- the same chat-max while idle sockets sit on the same gateway (a gateway's cost per

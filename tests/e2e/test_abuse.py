@@ -409,11 +409,14 @@ def _slow_gateway(cluster):
     return faultlib.start_gateway(cluster, "--max-queue", str(SLOW_QUEUE), "--rate-limit", "0")
 
 
-def _flood_slow_reader(cluster, port, victim, sender, n=180):
-    """n big messages to a victim that never reads (its socket on gateway `port`, with a
-    4 kB receive buffer), sent through the module's gateway (n within its default rate
-    burst of 200, on a fresh socket); meanwhile a pair of clients
-    on the victim's gateway measures ack latency, before and during the flood."""
+def _flood_slow_reader(cluster, port, victim, sender, n=1000):
+    """Big messages to a victim that never reads (its socket on gateway `port`, with a
+    4 kB receive buffer), in chunks of 50 through the module's gateway (the first 180
+    within its rate burst of 200, then at 45/s, under its 50/s), until the victim's
+    gateway counts a slow-consumer close or n were sent: how many it takes depends on how
+    much the kernel lets that gateway's send buffer grow (up to tcp_wmem's 4 MB) and on
+    how fast it writes; meanwhile a pair of clients on the victim's gateway measures ack
+    latency, before and during the flood."""
     probe_a, probe_b = cluster.new_users(2, "Probe")
     v = Raw(port, f"/ws/chat/?token={victim.token}", rcvbuf=4096)
     assert v.status == 101
@@ -444,8 +447,12 @@ def _flood_slow_reader(cluster, port, victim, sender, n=180):
             acked, t0, rss_peak, t_detect = {}, loop.time(), res["rss0"], None
             refused = []
             for chunk in range(0, n, 50):
+                if t_detect is not None:
+                    break
                 todo = range(chunk, min(n, chunk + 50))
                 for i in todo:
+                    if i >= 180:
+                        await asyncio.sleep(1 / 45)
                     await snd.send_json({"receiver_id": victim.id, "message": f"{i}:{BIG}"})
                 for _ in todo:
                     r = await snd.reply(timeout=20)
@@ -533,7 +540,7 @@ def test_slow_consumer_is_dropped_while_it_still_does_not_read(cluster):
     kernel buffers) even though the client never reads again."""
     victim, sender = cluster.new_users(2, "Stuck")
     proc, port = _slow_gateway(cluster)
-    res = _flood_slow_reader(cluster, port, victim, sender)  # 60 was too few under ASan
+    res = _flood_slow_reader(cluster, port, victim, sender)
     v = res["victim"]
     try:
         assert res["t_detect"] is not None

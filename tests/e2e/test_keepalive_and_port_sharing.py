@@ -104,8 +104,14 @@ def test_gateways_share_one_port_and_route_between_them(cluster):
             ws = RawWS(cluster.port, f"/ws/chat/?token={u.token}")
             assert ws.status == 101
             socks.append(ws)
-        n1 = gw1.log_since_start().count("event=ws_open") - opened1
-        n2 = gw2.log_since_start().count("event=ws_open") - opened2
+        def opened():
+            return (gw1.log_since_start().count("event=ws_open") - opened1,
+                    gw2.log_since_start().count("event=ws_open") - opened2)
+        # the 101 can reach the client before the gateway has logged the socket
+        deadline = time.monotonic() + 5
+        while sum(opened()) < len(users) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        n1, n2 = opened()
         assert n1 + n2 == len(users), (n1, n2)
         # SO_REUSEPORT hashes connections over the listeners: 40 all on one has
         # probability 2 * 2^-40
