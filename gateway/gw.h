@@ -238,7 +238,8 @@ struct gw {
 	int pre_epfd;
 	int pre_lfd; /* our listening socket, in the epoll set (-1 with TLS: lws listens) */
 	int64_t accept_warned_ms;
-	struct gw_pre **pres; /* by fd */
+	lws_sorted_usec_list_t accept_sul; /* accepting paused: out of descriptors */
+	struct gw_pre **pres;              /* by fd */
 	size_t pres_cap;
 	struct lws *pre_wsi;
 	lws_sorted_usec_list_t pre_sul;

@@ -41,6 +41,7 @@
 #define HEAD_TIMEOUT_MS    10000
 #define ADOPTED_TTL_MS     10000
 #define ACCEPTS_PER_WAKEUP 128
+#define ACCEPT_PAUSE_MS    100  /* out of descriptors: retry accepting after this */
 #define LISTEN_BACKLOG     4096 /* the kernel caps it at net.core.somaxconn */
 
 enum pre_state { PRE_READING = 1, PRE_VERIFYING, PRE_ADOPTED };
@@ -325,6 +326,24 @@ static void pre_add(struct gw *gw, int fd, const struct sockaddr_storage *addr)
 	gw->pres[fd] = p;
 }
 
+static void resume_accepting(lws_sorted_usec_list_t *sul)
+{
+	struct gw *gw = lws_container_of(sul, struct gw, accept_sul);
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = gw->pre_lfd};
+	if (gw->pre_lfd >= 0 && epoll_ctl(gw->pre_epfd, EPOLL_CTL_ADD, gw->pre_lfd, &ev) < 0)
+		SB_ERROR("accept_resume", "error=\"%s\"", strerror(errno));
+}
+
+/* Out of descriptors: the pending connection stays in the backlog and the listening
+ * socket stays readable, so leave it out of the epoll set for a moment instead of
+ * waking up for it again and again. */
+static void pause_accepting(struct gw *gw)
+{
+	epoll_ctl(gw->pre_epfd, EPOLL_CTL_DEL, gw->pre_lfd, NULL);
+	lws_sul_schedule(gw->ctx, 0, &gw->accept_sul, resume_accepting,
+	                 ACCEPT_PAUSE_MS * LWS_US_PER_MS);
+}
+
 /* The listening socket is readable: accept a bounded batch, then let the loop serve
  * the sockets it already has (the rest stay in the kernel's backlog). */
 static void on_accept(struct gw *gw)
@@ -343,6 +362,7 @@ static void on_accept(struct gw *gw)
 					        "error=\"%s\" msg=\"out of descriptors\"",
 					        strerror(errno));
 				}
+				pause_accepting(gw);
 			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 			           errno != ECONNABORTED) {
 				SB_WARN("accept_failed", "error=\"%s\"", strerror(errno));
@@ -492,6 +512,7 @@ int gw_preauth_init(struct gw *gw)
 void gw_preauth_destroy(struct gw *gw)
 {
 	lws_sul_cancel(&gw->pre_sul);
+	lws_sul_cancel(&gw->accept_sul);
 	if (gw->pre_lfd >= 0)
 		close(gw->pre_lfd);
 	gw->pre_lfd = -1;

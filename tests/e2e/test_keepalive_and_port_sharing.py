@@ -7,6 +7,7 @@ on the other; a process without --reuse-port cannot take the port.
 """
 
 import json
+import os
 import re
 import socket
 import time
@@ -142,4 +143,52 @@ def test_port_taken_without_reuse_port_is_refused(cluster):
         assert "event=listen_failed" in proc.log_since_start()
         assert "Address already in use" in proc.log_since_start()
     finally:
+        proc.stop()
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning(cluster):
+    port = sb.free_port()
+    proc = sb.Proc("gateway-fdlimit", [
+        "prlimit", "--nofile=48:48", sb.binary("gateway"), "--nats", cluster.nats_url,
+        "--listen", f"127.0.0.1:{port}"], cluster.dir)
+    proc.start()
+    socks = []
+    try:
+        proc.wait_ready()
+        sb.wait_http(port, "/readyz", 200, proc=proc)
+        # connections that never send a request head: they hold a descriptor each
+        for _ in range(60):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        assert proc.wait_log("out of descriptors", timeout=5), "never ran out of descriptors"
+        t0, c0 = time.monotonic(), _cpu_seconds(proc.pid)
+        time.sleep(1.5)
+        busy = (_cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+        assert busy < 0.3, f"gateway used {busy:.0%} of a core while out of descriptors"
+        for s in socks:
+            s.close()
+        socks = []
+        # the descriptors come back: a normal client gets in again
+        (u,) = cluster.new_users(1, "AfterEmfile")
+        deadline = time.monotonic() + 5
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                ws = RawWS(port, f"/ws/chat/?token={u.token}")
+                status = ws.status
+                ws.close()
+                if status == 101:
+                    break
+            except (OSError, AssertionError):
+                pass
+            time.sleep(0.2)
+        assert status == 101, f"no upgrade after descriptors were freed: {status}"
+    finally:
+        for s in socks:
+            s.close()
         proc.stop()
