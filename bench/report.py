@@ -71,7 +71,9 @@ def soak_table(result, tsv):
         rows = [line.rstrip("\n").split("\t") for line in f]
     head, rows = rows[0], [[int(x) for x in r] for r in rows[1:] if len(r) == len(rows[0])]
     m = result.get("messages", {})
-    out = [f"**soak** ({result.get('params', {}).get('duration_s')} s of chat-rate at "
+    secs = (result.get("rate") or {}).get("seconds")
+    length = f"{secs:.0f} s of " if secs else ""
+    out = [f"**soak** ({length}chat-rate at "
            f"{result.get('params', {}).get('rate')}/s plus a broadcast a second: "
            f"{num(m.get('sent'))} sent, {num(m.get('delivered'))} delivered, "
            f"{m.get('lost')} lost; RSS sampled every 10 s)", "",
@@ -310,6 +312,12 @@ def main():
     soak = [r for r in runs if r["kind"] == "soak"]
     if soak and a.soak_rss and os.path.exists(a.soak_rss):
         md += soak_table(soak[0]["result"], a.soak_rss)
+
+    failed = [r["name"] for r in runs if r["result"].get("ok") is False]
+    if failed:
+        md.append("**Runs that did not end normally** (a failure, or cut short by the load "
+                  "generator's --max-seconds; see its log): " + ", ".join(failed))
+        md.append("")
 
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write("\n".join(md))

@@ -269,7 +269,7 @@ MANIFEST="$TMP/res/manifest.tsv"
 lg() {
   local name="$1" kind="$2" target="$3" rate="$4"; shift 4
   echo "bench: $name (at ${SECONDS}s)" >&2
-  if "$LOADGEN" "$@" --tokens "$TMP/tokens.txt" --max-seconds 300 \
+  if "$LOADGEN" "$@" --tokens "$TMP/tokens.txt" --max-seconds "${LG_MAX_SECONDS:-300}" \
        >"$TMP/res/$name.json" 2>"$TMP/logs/lg-$name.log"; then
     printf '%s\t%s\t%s\t%s\n' "$name" "$kind" "$target" "$rate" >>"$MANIFEST"
   else
@@ -431,7 +431,8 @@ if [ "$SOAK" -gt 0 ]; then
   SAMPLER=$!
   PIDS+=("$SAMPLER")
   NAMES+=("soak-sampler")
-  lg "soak" soak switchboard "$SOAK_RATE" chat-rate --target "127.0.0.1:$PORT" \
+  LG_MAX_SECONDS=$((SOAK + 120)) \
+    lg "soak" soak switchboard "$SOAK_RATE" chat-rate --target "127.0.0.1:$PORT" \
     --pairs "$PAIRS" --duration "$SOAK" --drain 5 --rate "$SOAK_RATE" \
     --gateway-pids "$SOAK_GW" --pids "$SB_PIDS"
   kill "$SAMPLER" 2>/dev/null || true
