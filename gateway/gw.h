@@ -136,7 +136,6 @@ struct gw_req {
 	int64_t started_us;  /* first publish, for the latency histogram */
 	int64_t deadline_us; /* this try times out then */
 	lws_dll2_t timeouts; /* in gw->req_timeouts[], deadline order (requests.c) */
-	struct gw *gw;
 };
 
 enum gw_event_kind {

@@ -136,17 +136,17 @@ static void on_timeouts(lws_sorted_usec_list_t *sul)
 	arm(gw);
 }
 
-int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, const char *subject,
-                     const Sb__Envelope *env)
+/* A request in the correlation table, not yet published. NULL when out of memory. */
+static struct gw_req *req_new(struct gw *gw, enum gw_req_kind kind, const char *subject,
+                              const Sb__Envelope *env)
 {
 	struct gw_req *r = calloc(1, sizeof *r);
 	if (!r)
-		return -1;
+		return NULL;
 	if (sb_envelope_pack(env, &r->payload, &r->payload_len) < 0) {
 		free(r);
-		return -1;
+		return NULL;
 	}
-	r->gw = gw;
 	r->corr = ++gw->next_corr;
 	r->kind = kind;
 	r->tries = 1;
@@ -155,9 +155,25 @@ int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, co
 	if (!tsearch(r, &gw->reqs, cmp_req)) {
 		free(r->payload);
 		free(r);
-		return -1;
+		return NULL;
 	}
 	gw->reqs_inflight++;
+	return r;
+}
+
+/* A publish that fails while the bus is down is retried by the timer. */
+static void req_send(struct gw *gw, struct gw_req *r)
+{
+	publish(gw, r);
+	set_deadline(gw, r);
+}
+
+int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, const char *subject,
+                     const Sb__Envelope *env)
+{
+	struct gw_req *r = req_new(gw, kind, subject, env);
+	if (!r)
+		return -1;
 	r->conn = c;
 	r->next_of_conn = c->reqs;
 	if (c->reqs)
@@ -165,36 +181,17 @@ int gw_request_start(struct gw *gw, struct gw_conn *c, enum gw_req_kind kind, co
 	c->reqs = r;
 	if (kind == GW_REQ_SEND)
 		c->inflight_sends++;
-	/* A publish that fails while the bus is down is retried by the timer. */
-	publish(gw, r);
-	set_deadline(gw, r);
+	req_send(gw, r);
 	return 0;
 }
 
 int gw_request_start_verify(struct gw *gw, struct gw_pre *pre, const Sb__Envelope *env)
 {
-	struct gw_req *r = calloc(1, sizeof *r);
+	struct gw_req *r = req_new(gw, GW_REQ_VERIFY, SB_SUBJ_AUTH_VERIFY, env);
 	if (!r)
 		return -1;
-	if (sb_envelope_pack(env, &r->payload, &r->payload_len) < 0) {
-		free(r);
-		return -1;
-	}
-	r->gw = gw;
-	r->corr = ++gw->next_corr;
-	r->kind = GW_REQ_VERIFY;
 	r->pre = pre;
-	r->tries = 1;
-	r->started_us = sb_mono_us();
-	snprintf(r->subject, sizeof r->subject, "%s", SB_SUBJ_AUTH_VERIFY);
-	if (!tsearch(r, &gw->reqs, cmp_req)) {
-		free(r->payload);
-		free(r);
-		return -1;
-	}
-	gw->reqs_inflight++;
-	publish(gw, r);
-	set_deadline(gw, r);
+	req_send(gw, r);
 	return 0;
 }
 
