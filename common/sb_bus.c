@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sb_busio.h"
 #include "sb_log.h"
 
 /* The URL list for a log line, with any "user:password@" replaced by "***@": the
@@ -78,6 +79,7 @@ static struct sb_bus *bus_alloc(const char *name)
 
 static void bus_free(struct sb_bus *bus)
 {
+	sb_busio_destroy(bus->own_io);
 	pthread_mutex_destroy(&bus->lock);
 	pthread_cond_destroy(&bus->closed_cond);
 	free(bus);
@@ -109,7 +111,8 @@ static void on_connected(natsConnection *nc, void *closure)
 }
 
 /* Options shared by both connect styles; NULL on failure (logged). */
-static natsOptions *make_options(struct sb_bus *bus, const char *url, const char *name)
+static natsOptions *make_options(struct sb_bus *bus, const char *url, const char *name,
+                                 struct sb_busio *io)
 {
 	natsOptions *opts = NULL;
 	natsStatus s = natsOptions_Create(&opts);
@@ -133,6 +136,8 @@ static natsOptions *make_options(struct sb_bus *bus, const char *url, const char
 		s = natsOptions_SetClosedCB(opts, on_closed, bus);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxPendingMsgs(opts, 1000000);
+	if (s == NATS_OK && io)
+		s = sb_busio_configure(io, opts);
 	if (s != NATS_OK) {
 		SB_ERROR("bus_options", "error=\"%s\"", natsStatus_GetText(s));
 		natsOptions_Destroy(opts);
@@ -181,13 +186,13 @@ void sb_bus_close(struct sb_bus *bus)
 	natsConnection_Close(bus->nc);
 }
 
-int sb_bus_open(struct sb_bus **out, const char *url, const char *name)
+int sb_bus_open(struct sb_bus **out, const char *url, const char *name, struct sb_busio *io)
 {
 	char safe[512];
 	struct sb_bus *bus = bus_alloc(name);
 	if (!bus)
 		return -1;
-	natsOptions *opts = make_options(bus, url, name);
+	natsOptions *opts = make_options(bus, url, name, io);
 	natsStatus s =
 	    opts ? natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, bus) : NATS_ERR;
 	if (s == NATS_OK) {
@@ -219,7 +224,12 @@ int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atom
 	struct sb_bus *bus = bus_alloc(name);
 	if (!bus)
 		return -1;
-	natsOptions *opts = make_options(bus, url, name);
+	if (sb_busio_create(&bus->own_io) < 0 || sb_busio_start_thread(bus->own_io) < 0) {
+		SB_ERROR("bus_io_thread", "client=%s", name);
+		bus_free(bus);
+		return -1;
+	}
+	natsOptions *opts = make_options(bus, url, name, bus->own_io);
 	if (!opts) {
 		bus_free(bus);
 		return -1;

@@ -17,6 +17,8 @@
 
 #include "switchboard.pb-c.h"
 
+struct sb_busio;
+
 struct sb_bus {
 	natsConnection *nc;
 	_Atomic int connected;  /* 1 while the connection is up (for /readyz) */
@@ -31,18 +33,23 @@ struct sb_bus {
 	/* Optional: called on a libnats thread when the connection drops (0) or is back (1). */
 	void (*state_cb)(void *arg, int connected);
 	void *state_arg;
+	struct sb_busio *own_io; /* sb_bus_connect's I/O thread */
 };
 
 /* Connect to `url` (comma-separated list allowed) as client `name`. When the server is
  * not reachable, retries with backoff (0.1 s doubling to 2 s) until it is or until
- * *stop becomes non-zero (stop may be NULL). Returns 0 and sets *out, or -1. */
+ * *stop becomes non-zero (stop may be NULL). The socket's reads and writes run on one
+ * thread of the connection's own (sb_busio.h), not on libnats' reader and flusher.
+ * Returns 0 and sets *out, or -1. */
 int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atomic int *stop);
 
 /* Like sb_bus_connect but never waits: when the server is not reachable yet, libnats
  * keeps trying in the background (subscriptions made meanwhile are sent on connect) and
  * bus->connected turns 1 when it succeeds. For the gateway, which must serve /healthz
- * and answer /readyz 503 while the bus is down. Returns 0 and sets *out, or -1. */
-int sb_bus_open(struct sb_bus **out, const char *url, const char *name);
+ * and answer /readyz 503 while the bus is down. With io, the socket's reads and writes
+ * run wherever the caller dispatches io (the gateway: its loop); NULL keeps libnats'
+ * reader and flusher threads. Returns 0 and sets *out, or -1. */
+int sb_bus_open(struct sb_bus **out, const char *url, const char *name, struct sb_busio *io);
 
 /* One bounded connection attempt, no reconnection: for command-line tools, which
  * must fail fast. Returns the natsStatus; *out set on NATS_OK. */

@@ -8,8 +8,10 @@
  */
 #include "conn.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "backlog.h"
 #include "http.h"
@@ -50,6 +52,30 @@ void gw_conn_close(struct gw_conn *c, int code, const char *reason)
 		lws_callback_on_writable(c->wsi);
 }
 
+/* A socket the loop may write to itself, outside SERVER_WRITEABLE: plain text (the
+ * frames below are the bytes on the wire), open, and nothing of lws' own half-written
+ * (a partial frame of lws' must finish first). */
+static int direct_ok(const struct gw *gw, const struct gw_conn *c)
+{
+	return c->wsi && c->established && !c->close_code && !c->ping_due && !*gw->cfg.tls_cert &&
+	       !lws_partial_buffered(c->wsi);
+}
+
+static int collect(struct gw *gw, struct gw_conn *c)
+{
+	if (gw->flush_len == gw->flush_cap) {
+		size_t cap = gw->flush_cap ? gw->flush_cap * 2 : 256;
+		struct gw_conn **f = realloc(gw->flush, cap * sizeof *f);
+		if (!f)
+			return -1;
+		gw->flush = f;
+		gw->flush_cap = cap;
+	}
+	gw->flush[gw->flush_len++] = c;
+	c->flush_queued = 1;
+	return 0;
+}
+
 void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
 {
 	if (!buf || c->close_code)
@@ -71,6 +97,8 @@ void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
 		c->q_head = n;
 	c->q_tail = n;
 	c->q_len++;
+	if (gw->flush_batching && direct_ok(gw, c) && (c->flush_queued || collect(gw, c) == 0))
+		return; /* written at the end of the drain */
 	lws_callback_on_writable(c->wsi);
 }
 
@@ -151,15 +179,16 @@ static size_t ws_text_header(unsigned char *h, size_t len)
 	return 10;
 }
 
-/* Several queued frames as one write: each keeps its own WebSocket header, so a socket
- * with a backlog (a sender's acknowledgements, a receiver's burst) costs one send()
- * per batch instead of one per frame; on this VM a send() is most of a frame's cost. */
-static int write_batch(struct gw *gw, struct gw_conn *c)
+/* Take queued frames into out[LWS_PRE..): each keeps its own WebSocket header, so a
+ * socket with a backlog (a sender's acknowledgements, a receiver's burst) costs one
+ * send() per batch instead of one per frame; on this VM a send() is most of a frame's
+ * cost. Returns the bytes taken; the frames go to sent[0..*n) (their references move
+ * to the caller). */
+static size_t fill_batch(struct gw_conn *c, unsigned char *out, struct gw_buf **sent, size_t *n)
 {
-	static unsigned char out[LWS_PRE + GW_WRITE_BATCH_BYTES]; /* loop thread only */
-	struct gw_buf *sent[GW_WRITE_BATCH_FRAMES];
-	size_t used = 0, n = 0;
-	while (c->q_head && n < GW_WRITE_BATCH_FRAMES &&
+	size_t used = 0;
+	*n = 0;
+	while (c->q_head && *n < GW_WRITE_BATCH_FRAMES &&
 	       used + 10 + c->q_head->buf->len <= GW_WRITE_BATCH_BYTES) {
 		struct gw_qnode *q = c->q_head;
 		c->q_head = q->next;
@@ -169,17 +198,81 @@ static int write_batch(struct gw *gw, struct gw_conn *c)
 		used += ws_text_header(out + LWS_PRE + used, b->len);
 		memcpy(out + LWS_PRE + used, b->data + LWS_PRE, b->len);
 		used += b->len;
-		sent[n++] = b;
+		sent[(*n)++] = b;
 	}
 	if (!c->q_head)
 		c->q_tail = NULL;
-	int w = lws_write(c->wsi, out + LWS_PRE, used, LWS_WRITE_RAW);
+	return used;
+}
+
+static void settle(struct gw *gw, struct gw_conn *c, struct gw_buf **sent, size_t n, int ok)
+{
 	for (size_t i = 0; i < n; i++) {
-		if (w >= (int)used)
+		if (ok)
 			account(gw, c, sent[i]);
 		gw_buf_unref(sent[i]);
 	}
+}
+
+static unsigned char batch_out[LWS_PRE + GW_WRITE_BATCH_BYTES]; /* loop thread only */
+
+static int write_batch(struct gw *gw, struct gw_conn *c)
+{
+	struct gw_buf *sent[GW_WRITE_BATCH_FRAMES];
+	size_t n;
+	size_t used = fill_batch(c, batch_out, sent, &n);
+	int w = lws_write(c->wsi, batch_out + LWS_PRE, used, LWS_WRITE_RAW);
+	settle(gw, c, sent, n, w >= (int)used);
 	return w < (int)used ? -1 : 0;
+}
+
+/* Write c's queue with send() from the loop, without waiting for POLLOUT: for a
+ * broadcast to 20,000 sockets, lws' way (ask for POLLOUT, wait for it, write, stop
+ * asking) costs two epoll_ctl() per socket and a loop turn, more than the send(). A
+ * write the kernel takes only in part is handed to lws (lws_write buffers the rest
+ * and finishes it before anything else goes out on the socket), and from then on the
+ * socket goes lws' way until that is done. */
+static void flush_direct(struct gw *gw, struct gw_conn *c)
+{
+	int fd = (int)lws_get_socket_fd(c->wsi);
+	while (c->q_head && fd >= 0) {
+		struct gw_buf *sent[GW_WRITE_BATCH_FRAMES];
+		size_t n;
+		size_t used = fill_batch(c, batch_out, sent, &n);
+		ssize_t w = send(fd, batch_out + LWS_PRE, used, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			/* The peer is gone: lws sees it on the socket and closes it. */
+			settle(gw, c, sent, n, 0);
+			break;
+		}
+		if (w < 0)
+			w = 0;
+		if ((size_t)w < used) {
+			int r = lws_write(c->wsi, batch_out + LWS_PRE + w, used - (size_t)w,
+			                  LWS_WRITE_RAW);
+			settle(gw, c, sent, n, r >= (int)(used - (size_t)w));
+			break;
+		}
+		settle(gw, c, sent, n, 1);
+	}
+	gw_backlog_resume(gw, c);
+	if (c->q_head || c->close_code)
+		lws_callback_on_writable(c->wsi);
+}
+
+void gw_conn_flush_collected(struct gw *gw)
+{
+	for (size_t i = 0; i < gw->flush_len; i++) {
+		struct gw_conn *c = gw->flush[i];
+		if (!c)
+			continue; /* closed meanwhile */
+		c->flush_queued = 0;
+		if (direct_ok(gw, c))
+			flush_direct(gw, c);
+		else if (c->wsi)
+			lws_callback_on_writable(c->wsi);
+	}
+	gw->flush_len = 0;
 }
 
 int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
@@ -224,7 +317,12 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 
 void gw_conn_release(struct gw *gw, struct gw_conn *c)
 {
-	(void)gw;
+	if (c->flush_queued) {
+		for (size_t i = 0; i < gw->flush_len; i++)
+			if (gw->flush[i] == c)
+				gw->flush[i] = NULL;
+		c->flush_queued = 0;
+	}
 	queue_free(c->q_head);
 	queue_free(c->held_head);
 	c->q_head = c->q_tail = c->held_head = c->held_tail = NULL;

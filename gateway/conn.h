@@ -1,7 +1,8 @@
 /*
  * conn: one client socket's outgoing side. Frames are queued (bounded by
  * --max-queue; a socket that does not read is cut off with 1008 rather than growing
- * the gateway) and written one per SERVER_WRITEABLE. Loop thread only.
+ * the gateway) and written in batches: in SERVER_WRITEABLE, or straight from the loop
+ * after a hand-off drain (gw_conn_flush_collected). Loop thread only.
  */
 #ifndef GW_CONN_H
 #define GW_CONN_H
@@ -27,6 +28,10 @@ void gw_conn_end_sync(struct gw *gw, struct gw_conn *c);
 
 /* Close the socket with a WebSocket close code at its next writeable. */
 void gw_conn_close(struct gw_conn *c, int code, const char *reason);
+
+/* End of a hand-off drain: write the queues of the sockets that got frames during it
+ * (gw->flush_batching was set), straight from the loop where lws allows. */
+void gw_conn_flush_collected(struct gw *gw);
 
 /* Write the next queued frame (SERVER_WRITEABLE). Returns -1 to close the socket. */
 int gw_conn_writeable(struct gw *gw, struct gw_conn *c);

@@ -101,6 +101,7 @@ struct gw_conn {
 	int64_t pinged_ms; /* our last PING */
 	int ping_due;      /* a PING waits for SERVER_WRITEABLE */
 	int established;
+	int flush_queued; /* in gw->flush: written straight after the hand-off drain */
 
 	/* HTTP (healthz/readyz/metrics) */
 	char *http_body;
@@ -242,6 +243,13 @@ struct gw {
 	size_t pres_cap;
 	struct lws *pre_wsi;
 	lws_sorted_usec_list_t pre_sul;
+	/* conn.c: sockets that got frames during a hand-off drain, written at its end */
+	struct gw_conn **flush;
+	size_t flush_len, flush_cap;
+	int flush_batching; /* a drain is running: gw_conn_send collects instead */
+	/* busloop.c: the NATS socket on the loop */
+	struct sb_busio *busio;
+	struct lws *busio_wsi;
 };
 
 #endif

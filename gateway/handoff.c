@@ -7,6 +7,7 @@
 
 #include "auth.h"
 #include "chat.h"
+#include "conn.h"
 #include "notify.h"
 #include "requests.h"
 #include "ws.h"
@@ -46,6 +47,7 @@ void gw_handoff_drain(struct gw *gw)
 	struct gw_event *ev = gw->handoff.head;
 	gw->handoff.head = gw->handoff.tail = NULL;
 	pthread_mutex_unlock(&gw->handoff.lock);
+	gw->flush_batching = 1;
 	while (ev) {
 		struct gw_event *next = ev->next;
 		switch (ev->kind) {
@@ -71,6 +73,8 @@ void gw_handoff_drain(struct gw *gw)
 		free(ev);
 		ev = next;
 	}
+	gw->flush_batching = 0;
+	gw_conn_flush_collected(gw);
 }
 
 void gw_handoff_destroy(struct gw *gw)

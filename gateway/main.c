@@ -12,6 +12,7 @@
 
 #include "gw.h"
 #include "conn.h"
+#include "busloop.h"
 #include "handoff.h"
 #include "http.h"
 #include "keepalive.h"
@@ -84,6 +85,7 @@ static const struct lws_protocols protocols[] = {
     {"switchboard", gw_ws_callback, sizeof(struct gw_conn), 4096, 0, NULL,
      GW_WRITE_BATCH_BYTES + 16},
     {"sb-preauth", gw_preauth_callback, 0, 0, 0, NULL, 0},
+    {"sb-busio", gw_busloop_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -267,9 +269,14 @@ int main(int argc, char **argv)
 		lws_context_destroy(gw->ctx);
 		return 1;
 	}
-	if (sb_bus_open(&gw->bus, cfg->nats_url, gw->instance) < 0 ||
+	/* With TLS, lws reads the handshake and auth.c asks auth-svc with a blocking request
+	 * from the loop, which the loop itself would have to write and read: there the
+	 * bus keeps libnats' own threads. */
+	if ((!tls && (gw_busloop_create(gw) < 0 || gw_busloop_attach(gw) < 0)) ||
+	    sb_bus_open(&gw->bus, cfg->nats_url, gw->instance, gw->busio) < 0 ||
 	    subscribe_gateway_subjects(gw) < 0) {
 		lws_context_destroy(gw->ctx);
+		gw_busloop_destroy(gw);
 		return 1;
 	}
 	gw_ws_watch_reconnects(gw);
@@ -283,7 +290,9 @@ int main(int argc, char **argv)
 		if (lws_service(gw->ctx, 0) < 0)
 			break;
 
-	/* Teardown: stop bus delivery, then the lws context, then the bus. */
+	/* Teardown: stop bus delivery, then the lws context, then the bus. The loop no
+	 * longer runs the bus socket: a thread does, for the last publishes and the close. */
+	gw_busloop_detach(gw);
 	natsSubscription_Unsubscribe(gw->inbox_sub);
 	natsSubscription_Unsubscribe(gw->revoked_sub);
 	natsSubscription_Unsubscribe(gw->notify_all_sub);
@@ -304,11 +313,13 @@ int main(int argc, char **argv)
 	gw_quota_destroy(gw);
 	gw_handoff_destroy(gw);
 	sb_bus_destroy(gw->bus, 100);
+	gw_busloop_destroy(gw);
 	pthread_cancel(sig_thread);
 	pthread_join(sig_thread, NULL);
 	nats_Close();
 	SB_INFO("stopped", NULL);
 	free(gw->pending.user_name);
+	free(gw->flush);
 	free(gw);
 	return 0;
 }

@@ -1,0 +1,51 @@
+/*
+ * sb_busio: the NATS socket read and written by a loop of ours instead of libnats'
+ * reader and flusher threads (libnats' external event loop API).
+ *
+ * Why: libnats' flusher waits 1 ms after a publish before it writes (so that more
+ * publishes share the write), on every hop, and each message crossed three threads
+ * (reader, flusher, ours); on this project's 2-core VM a thread switch costs more than
+ * the message. Here the socket sits in an epoll set of its own; libnats asks for
+ * read/write interest through callbacks that only call epoll_ctl (safe from any
+ * thread: libnats calls them from the publisher, its ping timer or its reconnect
+ * thread), and whoever polls the set runs the I/O:
+ *   - the gateway polls it from its lws loop (the set is one raw file to lws), so a
+ *     publish made on the loop is written on the loop's next turn, batched with every
+ *     other publish of that turn;
+ *   - a service without a loop starts sb_busio_start_thread: one thread does both
+ *     directions.
+ * Publishes are "send as soon as possible" (natsOptions_SetSendAsap): they append to
+ * libnats' buffer and ask for write interest; nothing waits for a timer.
+ * Messages for async subscriptions are still handed to libnats' delivery threads.
+ */
+#ifndef SB_BUSIO_H
+#define SB_BUSIO_H
+
+#include <nats/nats.h>
+
+struct sb_busio;
+
+/* The epoll set. 0 and *out set, or -1 (errno). */
+int sb_busio_create(struct sb_busio **out);
+
+/* Stop the thread (if started) and close the set. Call after the connection is
+ * destroyed. NULL is a no-op. */
+void sb_busio_destroy(struct sb_busio *io);
+
+/* Make a connection's options use io (event loop callbacks, send-asap). */
+natsStatus sb_busio_configure(struct sb_busio *io, natsOptions *opts);
+
+/* The epoll descriptor, readable when the bus socket has work: for a foreign loop to
+ * watch (it must not close it; give it a dup() when the loop closes what it watches). */
+int sb_busio_fd(const struct sb_busio *io);
+
+/* Run the bus socket's ready reads and writes, waiting at most timeout_ms (0: do not
+ * wait) for the first. One thread at a time: the loop that polls sb_busio_fd, or the
+ * thread of sb_busio_start_thread. Returns how many rounds found work. */
+int sb_busio_dispatch(struct sb_busio *io, int timeout_ms);
+
+/* Dispatch on a thread of io's own from now on (services without a loop, and the
+ * gateway after its loop has stopped, to flush and close). 0, or -1. */
+int sb_busio_start_thread(struct sb_busio *io);
+
+#endif

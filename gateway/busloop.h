@@ -1,0 +1,32 @@
+/*
+ * busloop: the gateway's NATS socket, read and written on the loop thread.
+ *
+ * The socket's epoll set (common/sb_busio.h) is one more raw file that lws polls, so a
+ * publish made while handling a frame leaves on the loop's next turn with every other
+ * publish of that turn, and nothing waits for libnats' flusher (1 ms per hop) or
+ * crosses its reader thread. Deliveries to subscriptions still arrive through the
+ * hand-off (handoff.h) from libnats' delivery threads.
+ */
+#ifndef GW_BUSLOOP_H
+#define GW_BUSLOOP_H
+
+#include "gw.h"
+
+/* Before the bus connects: the epoll set. 0, or -1. */
+int gw_busloop_create(struct gw *gw);
+
+/* After the lws context exists: lws polls the set. 0, or -1. */
+int gw_busloop_attach(struct gw *gw);
+
+/* The loop has stopped: a thread takes the socket over, so the last publishes, the
+ * flush and the close still happen. */
+void gw_busloop_detach(struct gw *gw);
+
+/* After the bus is destroyed. */
+void gw_busloop_destroy(struct gw *gw);
+
+/* The raw protocol's callback (the set's readiness). */
+int gw_busloop_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                        size_t len);
+
+#endif
