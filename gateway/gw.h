@@ -188,6 +188,8 @@ struct gw_receipt {
 	uint64_t id;
 };
 
+#define GW_TIMER_SULS 8 /* the suls of struct gw below */
+
 struct gw {
 	struct gw_config cfg;
 	struct lws_context *ctx;
@@ -247,6 +249,12 @@ struct gw {
 	struct gw_conn **flush;
 	size_t flush_len, flush_cap;
 	int flush_batching; /* a drain is running: gw_conn_send collects instead */
+	/* timer.c: wakes lws' libev loop for our suls */
+	int timer_fd;
+	struct lws *timer_wsi;
+	lws_usec_t timer_at; /* when timer_fd fires; 0 = disarmed */
+	lws_sorted_usec_list_t *timer_suls[GW_TIMER_SULS];
+	int timer_nsuls;
 	/* busloop.c: the NATS socket on the loop */
 	struct sb_busio *busio;
 	struct lws *busio_wsi;

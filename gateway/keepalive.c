@@ -9,6 +9,7 @@
 #include "sb_log.h"
 #include "sb_util.h"
 #include "users.h"
+#include "timer.h"
 
 #define SWEEP_US LWS_US_PER_SEC
 
@@ -42,14 +43,14 @@ static void sweep(lws_sorted_usec_list_t *sul)
 	struct gw *gw = lws_container_of(sul, struct gw, keepalive_sul);
 	gw->now_ms = sb_mono_ms();
 	gw_users_foreach_conn(gw, check, NULL);
-	lws_sul_schedule(gw->ctx, 0, &gw->keepalive_sul, sweep, SWEEP_US);
+	gw_timer_schedule(gw, &gw->keepalive_sul, sweep, SWEEP_US);
 }
 
 void gw_keepalive_start(struct gw *gw)
 {
 	gw->now_ms = sb_mono_ms();
 	if (gw->cfg.ping_interval_s > 0 || gw->cfg.idle_timeout_s > 0)
-		lws_sul_schedule(gw->ctx, 0, &gw->keepalive_sul, sweep, SWEEP_US);
+		gw_timer_schedule(gw, &gw->keepalive_sul, sweep, SWEEP_US);
 }
 
 void gw_keepalive_stop(struct gw *gw)

@@ -25,6 +25,7 @@
 #include "sb_subjects.h"
 #include "sb_token.h"
 #include "sb_util.h"
+#include "timer.h"
 #include "ws.h"
 
 static const char usage[] =
@@ -86,6 +87,7 @@ static const struct lws_protocols protocols[] = {
      GW_WRITE_BATCH_BYTES + 16},
     {"sb-preauth", gw_preauth_callback, 0, 0, 0, NULL, 0},
     {"sb-busio", gw_busloop_callback, 0, 0, 0, NULL, 0},
+    {"sb-timer", gw_timer_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -114,6 +116,8 @@ static int subscribe_gateway_subjects(struct gw *gw)
 int main(int argc, char **argv)
 {
 	struct gw *gw = calloc(1, sizeof *gw);
+	if (gw)
+		gw->timer_fd = -1;
 	if (!gw)
 		return 1;
 	struct gw_config *cfg = &gw->cfg;
@@ -260,6 +264,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	gw->vhost = lws_get_vhost_by_name(gw->ctx, "default");
+	if (!gw->vhost || gw_timer_init(gw) < 0) {
+		SB_ERROR("timer_init", NULL);
+		lws_context_destroy(gw->ctx);
+		return 1;
+	}
 	gw->pre_epfd = -1;
 	gw->pre_lfd = -1;
 	if (!tls && (!gw->vhost || gw_preauth_init(gw) < 0 ||
@@ -305,6 +314,7 @@ int main(int argc, char **argv)
 	gw_requests_destroy_all(gw);
 	gw_keepalive_stop(gw);
 	gw_preauth_destroy(gw);
+	gw_timer_destroy(gw);
 	lws_context_destroy(gw->ctx);
 	natsSubscription_Destroy(gw->inbox_sub);
 	natsSubscription_Destroy(gw->revoked_sub);

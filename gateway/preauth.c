@@ -37,6 +37,7 @@
 #include "sb_subjects.h"
 #include "sb_util.h"
 #include "users.h"
+#include "timer.h"
 
 #define HEAD_TIMEOUT_MS    10000
 #define ADOPTED_TTL_MS     10000
@@ -340,8 +341,7 @@ static void resume_accepting(lws_sorted_usec_list_t *sul)
 static void pause_accepting(struct gw *gw)
 {
 	epoll_ctl(gw->pre_epfd, EPOLL_CTL_DEL, gw->pre_lfd, NULL);
-	lws_sul_schedule(gw->ctx, 0, &gw->accept_sul, resume_accepting,
-	                 ACCEPT_PAUSE_MS * LWS_US_PER_MS);
+	gw_timer_schedule(gw, &gw->accept_sul, resume_accepting, ACCEPT_PAUSE_MS * LWS_US_PER_MS);
 }
 
 /* The listening socket is readable: accept a bounded batch, then let the loop serve
@@ -435,7 +435,7 @@ static void sweep(lws_sorted_usec_list_t *sul)
 		else if (p->state == PRE_ADOPTED && now - p->since_ms > ADOPTED_TTL_MS)
 			pre_free(gw, p, 0); /* lws owns the socket; the verdict went unclaimed */
 	}
-	lws_sul_schedule(gw->ctx, 0, &gw->pre_sul, sweep, LWS_US_PER_SEC);
+	gw_timer_schedule(gw, &gw->pre_sul, sweep, LWS_US_PER_SEC);
 }
 
 int gw_preauth_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -505,7 +505,7 @@ int gw_preauth_init(struct gw *gw)
 		gw->pres_cap = 0;
 		return -1;
 	}
-	lws_sul_schedule(gw->ctx, 0, &gw->pre_sul, sweep, LWS_US_PER_SEC);
+	gw_timer_schedule(gw, &gw->pre_sul, sweep, LWS_US_PER_SEC);
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
+#include "timer.h"
 
 #define FLUSH_US    (5 * LWS_US_PER_MS)
 #define MAX_PENDING 65536
@@ -93,7 +94,7 @@ void gw_receipts_add(struct gw *gw, enum gw_kind kind, uint64_t user_id, uint64_
 	gw->receipts[gw->receipts_len++] = (struct gw_receipt){kind, user_id, id};
 	if (!gw->receipts_scheduled) {
 		gw->receipts_scheduled = 1;
-		lws_sul_schedule(gw->ctx, 0, &gw->receipts_sul, on_flush, FLUSH_US);
+		gw_timer_schedule(gw, &gw->receipts_sul, on_flush, FLUSH_US);
 	}
 }
 

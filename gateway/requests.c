@@ -18,6 +18,7 @@
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
+#include "timer.h"
 
 static int cmp_req(const void *a, const void *b)
 {
@@ -53,8 +54,7 @@ static void arm(struct gw *gw)
 		return;
 	int64_t now = sb_mono_us();
 	gw->req_sul_at_us = at;
-	lws_sul_schedule(gw->ctx, 0, &gw->req_sul, on_timeouts,
-	                 at > now ? (lws_usec_t)(at - now) : 1);
+	gw_timer_schedule(gw, &gw->req_sul, on_timeouts, at > now ? (lws_usec_t)(at - now) : 1);
 }
 
 static void set_deadline(struct gw *gw, struct gw_req *r)

@@ -22,6 +22,7 @@
 #include "sb_log.h"
 #include "sb_util.h"
 #include "users.h"
+#include "timer.h"
 
 static struct gw *gw_of(struct lws *wsi)
 {
@@ -62,7 +63,7 @@ static void drain_step(lws_sorted_usec_list_t *sul)
 		}
 		return;
 	}
-	lws_sul_schedule(gw->ctx, 0, &gw->drain_sul, drain_step, 50 * LWS_US_PER_MS);
+	gw_timer_schedule(gw, &gw->drain_sul, drain_step, 50 * LWS_US_PER_MS);
 }
 
 void gw_ws_begin_drain(struct gw *gw)

@@ -77,6 +77,32 @@ def test_ten_offline_messages_arrive_in_order(cluster):
     run(go())
 
 
+def test_quick_reconnect_after_backlog_is_not_replayed(cluster):
+    """The gateway's delivery receipt leaves a few milliseconds after the frames (it
+    once waited for the gateway's next one-second keepalive tick when the loop was
+    quiet: lws 4.1 on libev did not wake up for it), so a client that reads its backlog
+    and reconnects 0.3 s later is not given it again."""
+    a, b = cluster.new_users(2, "Quick")
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            for round in range(3):
+                ids = [(await wa.send_ok(b.id, f"r{round}m{i}"))["id"] for i in range(3)]
+                await asyncio.sleep(0.3)   # whatever the gateway had to do has settled
+                wb = await cs.connect(cluster.url("chat", b.token), f"b#{round}")
+                got = await wait_count(wb, "chat_message", 3, timeout=5)
+                assert chat_ids(got) == ids, f"round {round}: backlog {got}"
+                await asyncio.sleep(0.3)
+                await wb.close()
+                again = await cs.connect(cluster.url("chat", b.token), f"b#{round}'")
+                replay = await again.collect(0.5)
+                assert replay == [], \
+                    f"round {round}: a reconnect 0.3 s after the backlog got it again: {replay}"
+                await again.close()
+    run(go())
+
+
 def test_every_socket_of_receiver_gets_it_and_nobody_else(cluster):
     a, b, c = cluster.new_users(3, "Fanout")
 
