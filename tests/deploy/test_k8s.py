@@ -270,8 +270,14 @@ def test_nats_cluster_forms_from_the_configmap(rendered, tmp_path):
                 assert p.alive(), p.logs()[-3000:]
                 assert time.monotonic() < deadline, p.logs()[-3000:]
                 time.sleep(0.2)
-        routes = json.loads(http_get("127.0.0.1", ports[0]["monitor"], "/routez")[1])
-        assert routes["num_routes"] == n - 1, routes
+        # healthz answers before every route is up: wait (within the deadline) for both
+        while True:
+            routes = json.loads(http_get("127.0.0.1", ports[0]["monitor"], "/routez")[1])
+            if routes["num_routes"] == n - 1:
+                break
+            assert routes["num_routes"] < n - 1, routes
+            assert time.monotonic() < deadline, routes
+            time.sleep(0.2)
         while True:
             meta = json.loads(http_get("127.0.0.1", ports[0]["monitor"], "/jsz")[1]).get("meta_cluster", {})
             if meta.get("leader") and meta.get("cluster_size") == n:
