@@ -181,8 +181,7 @@ static void maybe_close(struct gw *gw, struct gw_conn *c, void *arg)
 		hit = m->r->token_hashes[i].len == sizeof c->token_hash &&
 		      !memcmp(m->r->token_hashes[i].data, c->token_hash, sizeof c->token_hash);
 	if (hit) {
-		gw_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "token revoked");
-		c->close_now = 1;
+		gw_conn_cut(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "token revoked");
 		m->closed++;
 	}
 }

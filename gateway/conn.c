@@ -52,6 +52,17 @@ void gw_conn_close(struct gw_conn *c, int code, const char *reason)
 		lws_callback_on_writable(c->wsi);
 }
 
+void gw_conn_cut(struct gw_conn *c, int code, const char *reason)
+{
+	gw_conn_close(c, code, reason);
+	c->close_now = 1;
+	/* The close frame still waits behind what the kernel has not taken yet, which for
+	 * a peer that stopped reading is forever (a slow consumer: lws holds the rest of
+	 * its last write): the socket goes after a grace period either way. */
+	if (c->wsi)
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, GW_CLOSE_GRACE_S);
+}
+
 /* A socket the loop may write to itself, outside SERVER_WRITEABLE: plain text (the
  * frames below are the bytes on the wire), open, and nothing of lws' own half-written
  * (a partial frame of lws' must finish first). */
@@ -84,8 +95,7 @@ void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
 		gw->m.slow_consumer_closes++;
 		SB_WARN("slow_consumer", "user=%llu conn=%llu queued=%zu",
 		        (unsigned long long)c->user_id, (unsigned long long)c->conn_id, c->q_len);
-		gw_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer");
-		c->close_now = 1;
+		gw_conn_cut(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer");
 		return;
 	}
 	struct gw_qnode *n = node_new(buf);

@@ -13,6 +13,9 @@
 #define GW_WRITE_BATCH_BYTES  (32 * 1024)
 #define GW_WRITE_BATCH_FRAMES 64
 
+/* Seconds gw_conn_cut leaves the close frame to get out before the socket is cut. */
+#define GW_CLOSE_GRACE_S 2
+
 /* Queue buf (takes a new reference) and ask for a writeable callback. */
 void gw_conn_send(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
 
@@ -26,8 +29,12 @@ void gw_conn_deliver(struct gw *gw, struct gw_conn *c, struct gw_buf *buf);
 /* Backlog replay finished: queue held live frames newer than the backlog. */
 void gw_conn_end_sync(struct gw *gw, struct gw_conn *c);
 
-/* Close the socket with a WebSocket close code at its next writeable. */
+/* Close the socket with a WebSocket close code at its next writeable, after its queue. */
 void gw_conn_close(struct gw_conn *c, int code, const char *reason);
+
+/* Close it without flushing the queue, and cut it after GW_CLOSE_GRACE_S if even the
+ * close frame cannot leave (the peer does not read). */
+void gw_conn_cut(struct gw_conn *c, int code, const char *reason);
 
 /* End of a hand-off drain: write the queues of the sockets that got frames during it
  * (gw->flush_batching was set), straight from the loop where lws allows. */
