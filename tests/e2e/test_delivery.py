@@ -215,8 +215,10 @@ def test_ids_unique_across_receivers(cluster):
 
 def test_gateways_side_by_side(cluster):
     """SPEC 3: gateways are stateless and any number run side by side; NATS routes.
-    The receiver's two sockets sit on different gateways, the sender on a third path."""
-    port2 = cluster.add_gateway()
+    The receiver's two sockets sit on different gateways, the sender on a third path.
+    The second gateway runs lws' poll() loop instead of libev, so both loops carry the bus
+    socket (busloop.c) and the writes after a hand-off (conn.c)."""
+    port2 = cluster.add_gateway("--event-lib", "poll")
     a, b = cluster.new_users(2, "TwoGw")
 
     async def go():
