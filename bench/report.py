@@ -265,8 +265,8 @@ def main():
                   "share of the notification sockets had it; median of the rounds, worst in "
                   "brackets)")
         md.append("")
-        md.append("| sockets | rounds | 50 % (ms) | 99 % (ms) | 100 % (ms) |")
-        md.append("|---|---|---|---|---|")
+        md.append("| sockets | gateways | rounds | 50 % (ms) | 99 % (ms) | 100 % (ms) |")
+        md.append("|---|---|---|---|---|---|")
         for r in fan:
             rounds = r["result"].get("rounds", [])
 
@@ -276,7 +276,10 @@ def main():
                     missing = len(rounds) - len(v)
                     return f"not reached in {missing} round(s)" if missing else "–"
                 return f"{statistics.median(v):.1f} ({max(v):.1f})"
-            md.append(f"| {r['result'].get('connections', {}).get('connected')} | {len(rounds)} | "
+            gws = sum(1 for p in r["result"].get("cpu", {}).get("processes", [])
+                      if p.get("name") == "gateway")
+            md.append(f"| {r['result'].get('connections', {}).get('connected')} | {gws or '–'} | "
+                      f"{len(rounds)} | "
                       f"{col('t50_ms')} | {col('t99_ms')} | {col('t100_ms')} |")
         md.append("")
 

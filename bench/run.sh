@@ -12,7 +12,8 @@
 #   chat-max                  closed loop: relay (1 and 2 load generator processes), Switchboard
 #   chat-max + idle           Switchboard's chat-max again while idle sockets sit on its gateway
 #   idle                      users x (chat + notification) sockets over the gateways
-#   fanout                    one NATS broadcast to N notification sockets (needs notify-svc)
+#   fanout                    one NATS broadcast to N notification sockets (needs notify-svc),
+#                             on every gateway, then the largest N on two of them
 # and writes bench/results/latest.json, latest.md (the table) and latency.png (gnuplot).
 # Everything it starts is stopped by PID on exit, whatever happens.
 #
@@ -24,6 +25,7 @@
 #   SB_BENCH_RATES="a b"    offered chat rates, msg/s (default "1000 5000 10000 20000")
 #   SB_BENCH_IDLE_USERS=N   idle users (2 sockets each; default 50000: 100,000 sockets)
 #   SB_BENCH_FANOUT="a b"   fanout socket counts (default "2000 20000")
+#   SB_BENCH_FANOUT_GATEWAYS=N  the largest fanout again on N of the gateways (default 2)
 #   SB_BENCH_PAIRS=N        chat sender/receiver pairs (default 50)
 #   SB_BENCH_SECONDS=N      seconds per chat run (default 10)
 #   SB_BENCH_REPEAT=N       chat-max runs of the relay (1 process) and of Switchboard, in
@@ -44,6 +46,7 @@ BUILD="$(cd "${1:-${SB_BUILD_DIR:-$ROOT/build}}" && pwd)"
 OUT="${SB_BENCH_OUT:-$ROOT/bench/results}"
 QUICK="${SB_BENCH_QUICK:-0}"
 GATEWAYS="${SB_BENCH_GATEWAYS:-6}"
+FANOUT_GATEWAYS="${SB_BENCH_FANOUT_GATEWAYS:-2}"
 SOAK="${SB_BENCH_SOAK:-0}"
 SOAK_RATE="${SB_BENCH_SOAK_RATE:-2000}"
 ONLY="${SB_BENCH_ONLY:-}"
@@ -400,6 +403,20 @@ if [ "$HAVE_NOTIFY" = 1 ]; then
       --user-offset "$CHAT_USERS" --nats "$NATS_URL" --rounds "$FANOUT_ROUNDS" \
       --settle-ms "$SETTLE_MS" --gateway-pids "$ALL_GW" --pids "$SB_PIDS"
   done
+  # The largest broadcast again on fewer gateways (default 2, one per core; 20,000
+  # sockets need two processes here): six processes on two cores take turns.
+  if [ -n "$FANOUT" ] && [ "$REUSE_PORT_WORKS" = 1 ] &&
+     [ "$FANOUT_GATEWAYS" -lt "${#GW_PIDS[@]}" ]; then
+    while [ "${#GW_PIDS[@]}" -gt "$FANOUT_GATEWAYS" ]; do
+      stop_pid "${GW_PIDS[${#GW_PIDS[@]}-1]}"
+      unset 'GW_PIDS[${#GW_PIDS[@]}-1]'
+    done
+    FEW_GW="$(IFS=,; echo "${GW_PIDS[*]}")"
+    n="${FANOUT##* }"
+    lg "fanout-$n-${FANOUT_GATEWAYS}gw" fanout switchboard "$n" fanout --target "$TARGETS" \
+      --users "$n" --user-offset "$CHAT_USERS" --nats "$NATS_URL" --rounds "$FANOUT_ROUNDS" \
+      --settle-ms "$SETTLE_MS" --gateway-pids "$FEW_GW" --pids "$SB_PIDS"
+  fi
 else
   echo "bench: notify-svc not built: no fanout" >&2
 fi
