@@ -182,9 +182,10 @@ int main(int argc, char **argv)
 	     "hard bound on the whole run; workers are killed after it"},
 	    {"connect-rate", NULL, SB_OPT_INT, &o.connect_rate, "0",
 	     "new connections per second, all workers; 0 = as fast as the window allows"},
-	    /* 64: each handshake in flight holds an lws timeout in a list kept sorted by
-	     * insertion (O(in flight) per connect); measured on 6 gateways, 50,000 sockets:
-	     * 256 gave 4,208-4,932 connects/s, 128 5,485-6,250, 64 5,121-6,332, 32 5,036 */
+	    /* 64: more in flight only queue (lws keeps its timers in sorted lists:
+	     * lws_dll2_add_sorted was 12 % of the load generator's CPU when connecting).
+	     * 50,000 sockets on 6 gateways: 256 gave 4,208-4,932 connects/s, 128
+	     * 5,485-6,250, 64 5,121-6,332 (connect p50 a fifth of 256's), 32 5,036 */
 	    {"connect-window", NULL, SB_OPT_INT, &o.connect_window, "64",
 	     "handshakes in flight per worker"},
 	    {"connect-timeout", NULL, SB_OPT_INT, &o.connect_timeout_s, "20",
