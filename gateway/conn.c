@@ -249,6 +249,8 @@ static void flush_direct(struct gw *gw, struct gw_conn *c)
 		struct gw_buf *sent[GW_WRITE_BATCH_FRAMES];
 		size_t n;
 		size_t used = fill_batch(c, batch_out, sent, &n);
+		if (!n)
+			break; /* a frame bigger than a batch: SERVER_WRITEABLE writes it alone */
 		ssize_t w = send(fd, batch_out + LWS_PRE, used, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			/* The peer is gone: lws sees it on the socket and closes it. */

@@ -103,6 +103,26 @@ def test_quick_reconnect_after_backlog_is_not_replayed(cluster):
     run(go())
 
 
+def test_frame_bigger_than_a_write_batch_is_delivered(cluster):
+    """A delivery larger than the gateway's 32 KiB write batch (an operator may allow
+    long messages) is written on its own, and what follows it still arrives: the loop
+    must not spin on a frame that fits no batch."""
+    port = cluster.add_gateway("--max-message-chars", "40000")
+    a, b = cluster.new_users(2, "Big")
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token, port=port), "a")
+            wb = await cs.connect(cluster.url("chat", b.token, port=port), "b")
+            big = await wa.send_ok(b.id, "x" * 40000)
+            small = await wa.send_ok(b.id, "after the big one")
+            got = await wait_count(wb, "chat_message", 2, timeout=5)
+            assert [m["id"] for m in got] == [big["id"], small["id"]], \
+                [(m["id"], len(m["message"])) for m in got]
+            assert got[0]["message"] == "x" * 40000
+    run(go())
+
+
 def test_every_socket_of_receiver_gets_it_and_nobody_else(cluster):
     a, b, c = cluster.new_users(3, "Fanout")
 
