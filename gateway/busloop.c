@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "sb_busio.h"
+#include "rawfile.h"
 #include "sb_log.h"
 
 int gw_busloop_create(struct gw *gw)
@@ -16,13 +17,10 @@ int gw_busloop_create(struct gw *gw)
 int gw_busloop_attach(struct gw *gw)
 {
 	/* lws closes what it adopts: it gets a duplicate of the set's descriptor. */
-	lws_sock_file_fd_type u;
-	u.filefd = dup(sb_busio_fd(gw->busio));
-	if (u.filefd < 0)
+	int fd = dup(sb_busio_fd(gw->busio));
+	if (fd < 0)
 		return -1;
-	gw->busio_wsi =
-	    lws_adopt_descriptor_vhost(gw->vhost, LWS_ADOPT_RAW_FILE_DESC, u, "sb-busio", NULL);
-	if (!gw->busio_wsi) {
+	if (!gw_rawfile_adopt(gw, fd, "sb-busio")) {
 		SB_ERROR("busio_adopt", NULL);
 		return -1;
 	}
@@ -52,19 +50,7 @@ int gw_busloop_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 	case LWS_CALLBACK_RAW_RX_FILE:
 		sb_busio_dispatch(gw->busio, 0);
 		return 0;
-	case LWS_CALLBACK_RAW_CLOSE_FILE:
-		gw->busio_wsi = NULL;
-		return 0;
-	/* This protocol only watches the epoll set: a client naming it as its
-	 * subprotocol must not get anything from it. */
-	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-	case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
-	case LWS_CALLBACK_HTTP:
-	case LWS_CALLBACK_ESTABLISHED:
-	case LWS_CALLBACK_RECEIVE:
-		return -1;
 	default:
-		return 0;
+		return gw_rawfile_other(reason);
 	}
 }

@@ -251,13 +251,11 @@ struct gw {
 	int flush_batching; /* a drain is running: gw_conn_send collects instead */
 	/* timer.c: wakes lws' libev loop for our suls */
 	int timer_fd;
-	struct lws *timer_wsi;
 	lws_usec_t timer_at; /* when timer_fd fires; 0 = disarmed */
 	lws_sorted_usec_list_t *timer_suls[GW_TIMER_SULS];
 	int timer_nsuls;
 	/* busloop.c: the NATS socket on the loop */
 	struct sb_busio *busio;
-	struct lws *busio_wsi;
 };
 
 #endif

@@ -116,10 +116,9 @@ static int subscribe_gateway_subjects(struct gw *gw)
 int main(int argc, char **argv)
 {
 	struct gw *gw = calloc(1, sizeof *gw);
-	if (gw)
-		gw->timer_fd = -1;
 	if (!gw)
 		return 1;
+	gw->timer_fd = -1;
 	struct gw_config *cfg = &gw->cfg;
 	const struct sb_opt opts[] = {
 	    {"nats", "SB_NATS_URL", SB_OPT_STR, &cfg->nats_url, "nats://127.0.0.1:4222",

@@ -33,6 +33,7 @@
 #include "auth.h"
 #include "quota.h"
 #include "requests.h"
+#include "rawfile.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
@@ -460,17 +461,8 @@ int gw_preauth_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 		} while (n == 64);
 		return 0;
 	}
-	/* This protocol only watches the epoll set: a client naming it as its
-	 * subprotocol must not get anything from it. */
-	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-	case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
-	case LWS_CALLBACK_HTTP:
-	case LWS_CALLBACK_ESTABLISHED:
-	case LWS_CALLBACK_RECEIVE:
-		return -1;
 	default:
-		return 0;
+		return gw_rawfile_other(reason);
 	}
 }
 
@@ -493,11 +485,8 @@ int gw_preauth_init(struct gw *gw)
 			close(epfd);
 		return -1;
 	}
-	lws_sock_file_fd_type u;
-	u.filefd = epfd;
 	gw->pre_epfd = epfd;
-	gw->pre_wsi =
-	    lws_adopt_descriptor_vhost(gw->vhost, LWS_ADOPT_RAW_FILE_DESC, u, "sb-preauth", NULL);
+	gw->pre_wsi = gw_rawfile_adopt(gw, epfd, "sb-preauth");
 	if (!gw->pre_wsi) {
 		gw->pre_epfd = -1; /* lws closed it */
 		free(gw->pres);

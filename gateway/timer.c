@@ -7,6 +7,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "rawfile.h"
 #include "sb_log.h"
 
 int gw_timer_init(struct gw *gw)
@@ -17,11 +18,7 @@ int gw_timer_init(struct gw *gw)
 	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	lws_sock_file_fd_type u;
-	u.filefd = fd;
-	gw->timer_wsi =
-	    lws_adopt_descriptor_vhost(gw->vhost, LWS_ADOPT_RAW_FILE_DESC, u, "sb-timer", NULL);
-	if (!gw->timer_wsi) {
+	if (!gw_rawfile_adopt(gw, fd, "sb-timer")) {
 		SB_ERROR("timer_adopt", NULL);
 		return -1; /* lws closed fd */
 	}
@@ -91,18 +88,8 @@ int gw_timer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 	}
 	case LWS_CALLBACK_RAW_CLOSE_FILE:
 		gw->timer_fd = -1;
-		gw->timer_wsi = NULL;
 		return 0;
-	/* This protocol only watches the timerfd: a client naming it as its subprotocol
-	 * must not get anything from it. */
-	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-	case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
-	case LWS_CALLBACK_HTTP:
-	case LWS_CALLBACK_ESTABLISHED:
-	case LWS_CALLBACK_RECEIVE:
-		return -1;
 	default:
-		return 0;
+		return gw_rawfile_other(reason);
 	}
 }
