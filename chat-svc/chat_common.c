@@ -67,6 +67,15 @@ void chat_metrics_init(struct chat_svc *svc)
 	svc->commit_seconds = (struct sb_metric){.name = "sb_chat_commit_seconds",
 	                                         .help = "SQLite group-commit transaction time.",
 	                                         .type = SB_HISTOGRAM};
+	svc->checkpoint_bg_seconds = (struct sb_metric){
+	    .name = "sb_chat_checkpoint_seconds",
+	    .labels = "by=\"background\"",
+	    .help = "WAL checkpoint time: the background thread's, the writer's short ones.",
+	    .type = SB_HISTOGRAM};
+	svc->checkpoint_writer_seconds = svc->checkpoint_bg_seconds;
+	svc->checkpoint_writer_seconds.labels = "by=\"writer\"";
+	sb_metrics_add(&svc->metrics, &svc->checkpoint_writer_seconds);
+	sb_metrics_add(&svc->metrics, &svc->checkpoint_bg_seconds);
 	sb_metrics_add(&svc->metrics, &svc->commit_seconds);
 	sb_metrics_add(&svc->metrics, &svc->synced);
 	sb_metrics_add(&svc->metrics, &svc->send_errors);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "chat_checkpoint.h"
 #include "chat_store.h"
 #include "chat_svc.h"
 #include "chat_writer.h"
@@ -37,6 +38,9 @@ int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint3
 	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
 	limits.commit_seconds = &svc->commit_seconds;
 	if (chat_store_open(&part->wr, path, svc->partitions, id, 0) < 0 ||
+	    chat_checkpoint_create(&part->checkpoint, chat_store_handle(part->wr), path, id,
+	                           &svc->checkpoint_bg_seconds,
+	                           &svc->checkpoint_writer_seconds) < 0 ||
 	    chat_store_open(&part->rd, path, svc->partitions, id, 1) < 0 ||
 	    chat_writer_create(&part->writer, part->wr, id, &limits) < 0) {
 		chat_partition_destroy(part);
@@ -127,6 +131,7 @@ void chat_partition_destroy(struct chat_partition *part)
 		}
 	}
 	chat_writer_destroy(part->writer);
+	chat_checkpoint_destroy(part->checkpoint);
 	chat_store_destroy(part->rd);
 	chat_store_destroy(part->wr);
 	pthread_mutex_destroy(&part->rd_lock);

@@ -5,7 +5,9 @@
  * message would put it on the hot path. Positive answers are cached for ~30 s and
  * negative ones for ~2 s (a user just added becomes reachable quickly). The cache is
  * a fixed-size direct-mapped table: bounded memory, O(1), a collision just costs one
- * more look-up. Failures to get an answer are never cached.
+ * more look-up. Failures to get an answer are never cached. A positive answer that is
+ * still used is refreshed ahead of its expiry by the cache's own thread, so only a
+ * first send (or one after a long pause) waits for auth-svc.
  */
 #ifndef CHAT_RECEIVERS_H
 #define CHAT_RECEIVERS_H
@@ -33,7 +35,10 @@ struct chat_receivers_config {
 
 struct chat_receivers;
 
+/* Returns 0 and sets *out, or -1. Starts the refresh thread, which calls cfg->lookup
+ * (so the look-up must be callable from a thread of its own). */
 int chat_receivers_create(struct chat_receivers **out, const struct chat_receivers_config *cfg);
+/* Joins the refresh thread (after at most one look-up in progress). NULL is a no-op. */
 void chat_receivers_destroy(struct chat_receivers *r);
 
 /* Any thread; may block in the look-up on a cache miss (never while holding the

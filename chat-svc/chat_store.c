@@ -228,6 +228,11 @@ void chat_store_destroy(struct chat_store *st)
 	free(st);
 }
 
+struct sqlite3 *chat_store_handle(struct chat_store *st)
+{
+	return st->db;
+}
+
 /* Step a statement that returns no rows, then reset it. */
 static int step_done(struct chat_store *st, sqlite3_stmt *stmt, const char *op)
 {

@@ -63,6 +63,10 @@ int chat_store_open(struct chat_store **out, const char *path, uint32_t partitio
 /* Finalize statements and close the file. NULL is a no-op. */
 void chat_store_destroy(struct chat_store *st);
 
+/* The SQLite connection underneath, for chat_checkpoint (which installs its WAL hook on
+ * it). Used by st's own thread only. */
+struct sqlite3 *chat_store_handle(struct chat_store *st);
+
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Return 0 or -1 (logged); rollback is a no-op
  * outside a transaction. */
 int chat_store_begin(struct chat_store *st);

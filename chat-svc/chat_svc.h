@@ -19,6 +19,7 @@
 struct sb_bus;
 struct chat_store;
 struct chat_writer;
+struct chat_checkpoint;
 struct chat_receivers;
 
 /* Field bounds beyond the configurable message size. */
@@ -38,6 +39,7 @@ struct chat_svc {
 	_Atomic int ready;
 	struct sb_metrics metrics; /* served on /metrics (--http-listen) */
 	struct sb_metric acked, send_errors, synced, commit_seconds;
+	struct sb_metric checkpoint_bg_seconds, checkpoint_writer_seconds;
 };
 
 /* Register the metrics above with svc->metrics. */
@@ -52,6 +54,7 @@ struct chat_partition {
 	struct chat_store *rd; /* backlog reads, under rd_lock */
 	pthread_mutex_t rd_lock;
 	struct chat_writer *writer;
+	struct chat_checkpoint *checkpoint; /* wr's WAL checkpoints, off the commit path */
 	natsSubscription *subs[CHAT_SUB_COUNT];
 };
 
