@@ -22,15 +22,14 @@
 #include "chat_checkpoint.h"
 #include "chat_store.h"
 #include "sb_log.h"
+#include "tmpdb.h"
 
 #define PAGE_BYTES 4096
 #define ROWS       32
 #define BODY_BYTES 400
 
 struct fixture {
-	char dir[64];
-	char path[128];
-	char wal[160];
+	struct tmpdb db;
 };
 
 static int setup(void **state)
@@ -38,13 +37,10 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof *f);
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof f->dir, "/tmp/test_chat_checkpoint.XXXXXX");
-	if (!mkdtemp(f->dir)) {
+	if (tmpdb_make(&f->db, "test_chat_checkpoint", "chat-0.db") < 0) {
 		free(f);
 		return -1;
 	}
-	snprintf(f->path, sizeof f->path, "%s/chat-0.db", f->dir);
-	snprintf(f->wal, sizeof f->wal, "%s-wal", f->path);
 	*state = f;
 	return 0;
 }
@@ -52,13 +48,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	const char *suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[160];
-		snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-		unlink(p);
-	}
-	rmdir(f->dir);
+	tmpdb_remove(&f->db);
 	free(f);
 	return 0;
 }
@@ -102,9 +92,9 @@ static void test_wal_starts_over_under_continuous_commits(void **state)
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
 	struct chat_checkpoint *ck = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
-	assert_int_equal(chat_checkpoint_create(&ck, chat_store_handle(st), f->path, 0, NULL, NULL),
-	                 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(
+	    chat_checkpoint_create(&ck, chat_store_handle(st), f->db.path, 0, NULL, NULL), 0);
 
 	/* Commit without a pause until the WAL has started over three times. */
 	const off_t bound = (off_t)3 * CHAT_CHECKPOINT_PAGES * (PAGE_BYTES + 24);
@@ -122,8 +112,8 @@ static void test_wal_starts_over_under_continuous_commits(void **state)
 	assert_true(cs.writer >= 3);
 	/* Far more went through the WAL than it ever held. */
 	assert_true(stored > (size_t)bound * 2);
-	assert_true(file_size(f->wal) > 0);
-	assert_true(file_size(f->wal) <= bound);
+	assert_true(file_size(f->db.wal) > 0);
+	assert_true(file_size(f->db.wal) <= bound);
 
 	chat_checkpoint_destroy(ck);
 	chat_store_destroy(st);
@@ -132,7 +122,7 @@ static void test_wal_starts_over_under_continuous_commits(void **state)
 	/* Everything committed is there. */
 	sqlite3 *db = NULL;
 	sqlite3_stmt *q = NULL;
-	assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_open_v2(f->db.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM messages", -1, &q, NULL),
 	                 SQLITE_OK);
 	assert_int_equal(sqlite3_step(q), SQLITE_ROW);

@@ -18,10 +18,10 @@
 
 #include "chat_store.h"
 #include "sb_log.h"
+#include "tmpdb.h"
 
 struct fixture {
-	char dir[64];
-	char path[128];
+	struct tmpdb db;
 };
 
 static int setup(void **state)
@@ -29,12 +29,10 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof *f);
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof f->dir, "/tmp/test_chat_store.XXXXXX");
-	if (!mkdtemp(f->dir)) {
+	if (tmpdb_make(&f->db, "test_chat_store", "chat-0.db") < 0) {
 		free(f);
 		return -1;
 	}
-	snprintf(f->path, sizeof f->path, "%s/chat-0.db", f->dir);
 	*state = f;
 	return 0;
 }
@@ -42,13 +40,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	const char *suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[160];
-		snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-		unlink(p);
-	}
-	rmdir(f->dir);
+	tmpdb_remove(&f->db);
 	free(f);
 	return 0;
 }
@@ -79,7 +71,7 @@ static void test_insert_is_idempotent(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 
 	assert_int_equal(chat_store_begin(st), 0);
 	struct chat_msg a = msg(7, 9, "hello", 1111);
@@ -133,7 +125,7 @@ static void test_rollback_stores_nothing(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	assert_int_equal(chat_store_begin(st), 0);
 	struct chat_msg a = msg(7, 9, "lost", 1);
 	assert_int_equal(chat_store_insert(st, "k", &a), CHAT_STORE_OK);
@@ -157,7 +149,7 @@ static void test_id_mapping_one_partition(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	assert_int_equal(put(st, "a", 5, "x"), 1);
 	assert_int_equal(put(st, "b", 6, "x"), 2);
 	assert_int_equal(put(st, "c", 5, "x"), 3);
@@ -174,7 +166,7 @@ static void test_id_mapping_four_partitions(void **state)
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
 	/* Partition 2 of 4 holds receivers 2, 6, 10, ... */
-	assert_int_equal(chat_store_open(&st, f->path, 4, 2, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 4, 2, 0), 0);
 	uint64_t a = put(st, "a", 6, "one");
 	uint64_t b = put(st, "b", 10, "two");
 	uint64_t c = put(st, "c", 6, "three");
@@ -220,7 +212,7 @@ static void test_undelivered_order_and_paging(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	uint64_t mine[10];
 	assert_int_equal(chat_store_begin(st), 0);
 	for (int i = 0; i < 10; i++) {
@@ -286,7 +278,7 @@ static void test_mark_delivered_only_for_receiver(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	uint64_t a = put(st, "a", 5, "for five");
 	uint64_t b = put(st, "b", 5, "for five too");
 	uint64_t c = put(st, "c", 6, "for six");
@@ -342,14 +334,14 @@ static void test_reopen_keeps_data(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	uint64_t a = put(st, "a", 5, "before");
 	chat_store_destroy(st);
-	assert_int_equal(query_int(f->path, "PRAGMA user_version"), 1);
+	assert_int_equal(query_int(f->db.path, "PRAGMA user_version"), 1);
 
 	/* Reopen: the migration does not run again, the row and its key survive. */
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
-	assert_int_equal(query_int(f->path, "PRAGMA user_version"), 1);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(query_int(f->db.path, "PRAGMA user_version"), 1);
 	struct chat_msg again = msg(7, 5, "retry", 0);
 	assert_int_equal(chat_store_begin(st), 0);
 	assert_int_equal(chat_store_insert(st, "a", &again), CHAT_STORE_DUP);
@@ -359,7 +351,7 @@ static void test_reopen_keeps_data(void **state)
 
 	/* A read-only handle sees what the writer committed. */
 	struct chat_store *rd = NULL;
-	assert_int_equal(chat_store_open(&rd, f->path, 1, 0, 1), 0);
+	assert_int_equal(chat_store_open(&rd, f->db.path, 1, 0, 1), 0);
 	struct chat_msg *rows;
 	size_t n;
 	int more;
@@ -368,8 +360,8 @@ static void test_reopen_keeps_data(void **state)
 	assert_string_equal(rows[0].body, "before");
 	assert_string_equal(rows[1].body, "after");
 	chat_msg_free_list(rows, n);
-	assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 2);
-	assert_int_equal(query_int(f->path,
+	assert_int_equal(query_int(f->db.path, "SELECT count(*) FROM messages"), 2);
+	assert_int_equal(query_int(f->db.path,
 	                           "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
 	                           " AND name = 'messages_undelivered'"),
 	                 1);
@@ -379,7 +371,7 @@ static void test_reopen_keeps_data(void **state)
 	/* WAL mode is a property of the file. */
 	sqlite3 *db = NULL;
 	sqlite3_stmt *s = NULL;
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_open(f->db.path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
 	assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
@@ -391,15 +383,15 @@ static void test_layout_change_refused(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	put(st, "a", 5, "x");
 	chat_store_destroy(st);
 	st = NULL;
 	/* Ids minted under P = 1 would collide with those of a 4-partition layout. */
-	assert_int_equal(chat_store_open(&st, f->path, 4, 0, 0), -1);
+	assert_int_equal(chat_store_open(&st, f->db.path, 4, 0, 0), -1);
 	assert_null(st);
-	assert_int_equal(chat_store_open(&st, f->path, 1, 1, 0), -1); /* p >= P */
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 1, 0), -1); /* p >= P */
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	chat_store_destroy(st);
 	chat_store_destroy(NULL);
 }
@@ -408,17 +400,17 @@ static void test_ids_never_reused(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	put(st, "a", 5, "x");
 	uint64_t b = put(st, "b", 5, "y");
 	chat_store_destroy(st);
 	/* Even if the newest row is removed (say, by a retention job), its id stays used. */
 	sqlite3 *db = NULL;
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_open(f->db.path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DELETE FROM messages WHERE seq = 2", NULL, NULL, NULL),
 	                 SQLITE_OK);
 	sqlite3_close(db);
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
 	assert_true(put(st, "c", 5, "z") > b);
 	chat_store_destroy(st);
 }
@@ -427,7 +419,7 @@ static void test_readonly_needs_migrated_file(void **state)
 {
 	struct fixture *f = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->path, 1, 0, 1), -1);
+	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 1), -1);
 	assert_null(st);
 }
 

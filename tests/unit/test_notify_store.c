@@ -18,13 +18,13 @@
 
 #include "notify_store.h"
 #include "sb_log.h"
+#include "tmpdb.h"
 
 #define NOW 1700000000000LL
 #define OLD (NOW - 10 * 86400 * 1000LL)
 
 struct fixture {
-	char dir[64];
-	char path[128];
+	struct tmpdb db;
 	struct notify_store *st;
 };
 
@@ -34,13 +34,11 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof *f);
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof f->dir, "/tmp/test_notify_store.XXXXXX");
-	if (!mkdtemp(f->dir)) {
+	if (tmpdb_make(&f->db, "test_notify_store", "notify.db") < 0) {
 		free(f);
 		return -1;
 	}
-	snprintf(f->path, sizeof f->path, "%s/notify.db", f->dir);
-	if (notify_store_open(&f->st, f->path) < 0)
+	if (notify_store_open(&f->st, f->db.path) < 0)
 		return -1;
 	*state = f;
 	return 0;
@@ -50,13 +48,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 	notify_store_destroy(f->st);
-	const char *suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[160];
-		snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-		unlink(p);
-	}
-	rmdir(f->dir);
+	tmpdb_remove(&f->db);
 	free(f);
 	return 0;
 }
@@ -358,7 +350,7 @@ static void test_reopen_and_meta(void **state)
 	/* A second handle on the same file (as sync and the cursor thread have) sees the
 	 * commits; reopening does not migrate twice. */
 	struct notify_store *other = NULL;
-	assert_int_equal(notify_store_open(&other, f->path), 0);
+	assert_int_equal(notify_store_open(&other, f->db.path), 0);
 	assert_int_equal(notify_store_meta_get(other, "stream_created_ns", &v), NOTIFY_STORE_OK);
 	assert_int_equal(v, 456);
 	struct notify_cursor c;
@@ -367,7 +359,7 @@ static void test_reopen_and_meta(void **state)
 	notify_store_destroy(other);
 	notify_store_destroy(f->st);
 	f->st = NULL;
-	assert_int_equal(notify_store_open(&f->st, f->path), 0);
+	assert_int_equal(notify_store_open(&f->st, f->db.path), 0);
 	uint64_t id2 = to_user(f->st, 2, 5, "after reopen");
 	assert_true(id2 > id);
 	notify_store_destroy(NULL);
