@@ -5,8 +5,9 @@
 
 #include <unistd.h>
 
-#include "sb_busio.h"
+#include "handoff.h"
 #include "rawfile.h"
+#include "sb_busio.h"
 #include "sb_log.h"
 
 int gw_busloop_create(struct gw *gw)
@@ -49,6 +50,7 @@ int gw_busloop_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 	switch (reason) {
 	case LWS_CALLBACK_RAW_RX_FILE:
 		sb_busio_dispatch(gw->busio, 0);
+		gw_handoff_poll_replies(gw);
 		return 0;
 	default:
 		return gw_rawfile_other(reason);

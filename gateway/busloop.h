@@ -4,8 +4,10 @@
  * The socket's epoll set (common/sb_busio.h) is one more raw file that lws polls, so a
  * publish made while handling a frame leaves on the loop's next turn with every other
  * publish of that turn, and nothing waits for libnats' flusher (1 ms per hop) or
- * crosses its reader thread. Deliveries to subscriptions still arrive through the
- * hand-off (handoff.h) from libnats' delivery threads.
+ * crosses its reader thread. Replies to the gateway's requests are taken off their
+ * synchronous subscription right after the read (gw_handoff_poll_replies); deliveries
+ * to the per-user subscriptions still arrive through the hand-off (handoff.h) from
+ * libnats' delivery threads.
  */
 #ifndef GW_BUSLOOP_H
 #define GW_BUSLOOP_H

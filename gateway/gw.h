@@ -196,6 +196,7 @@ struct gw {
 	struct lws_vhost *vhost;
 	struct sb_bus *bus;
 	natsSubscription *inbox_sub;
+	int inbox_polled; /* inbox_sub is synchronous, emptied by gw_handoff_poll_replies */
 	natsSubscription *revoked_sub;
 	natsSubscription *notify_all_sub;
 	char instance[24];     /* random id of this gateway process */

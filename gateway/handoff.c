@@ -47,6 +47,8 @@ void gw_handoff_drain(struct gw *gw)
 	struct gw_event *ev = gw->handoff.head;
 	gw->handoff.head = gw->handoff.tail = NULL;
 	pthread_mutex_unlock(&gw->handoff.lock);
+	if (!ev)
+		return;
 	gw->flush_batching = 1;
 	while (ev) {
 		struct gw_event *next = ev->next;
@@ -72,6 +74,24 @@ void gw_handoff_drain(struct gw *gw)
 			natsMsg_Destroy(ev->msg);
 		free(ev);
 		ev = next;
+	}
+	gw->flush_batching = 0;
+	gw_conn_flush_collected(gw);
+}
+
+void gw_handoff_poll_replies(struct gw *gw)
+{
+	if (!gw->inbox_polled || !gw->inbox_sub)
+		return;
+	int pending = 0;
+	if (natsSubscription_GetPending(gw->inbox_sub, &pending, NULL) != NATS_OK || pending <= 0)
+		return;
+	gw->flush_batching = 1;
+	natsMsg *msg = NULL;
+	/* At most what was there: a reply that arrives meanwhile is read on the next turn. */
+	while (pending-- > 0 && natsSubscription_NextMsg(&msg, gw->inbox_sub, 0) == NATS_OK) {
+		gw_requests_on_reply(gw, msg);
+		natsMsg_Destroy(msg);
 	}
 	gw->flush_batching = 0;
 	gw_conn_flush_collected(gw);

@@ -95,7 +95,13 @@ static int subscribe_gateway_subjects(struct gw *gw)
 {
 	char inbox[64];
 	snprintf(inbox, sizeof inbox, "%s*", gw->inbox_prefix);
-	natsStatus s = natsConnection_Subscribe(&gw->inbox_sub, gw->bus->nc, inbox, on_inbox, gw);
+	/* With the bus socket on the loop, the loop takes replies off a synchronous
+	 * subscription after each read (handoff.h); with TLS, libnats' threads hand them over. */
+	gw->inbox_polled = gw->busio != NULL;
+	natsStatus s =
+	    gw->inbox_polled
+	        ? natsConnection_SubscribeSync(&gw->inbox_sub, gw->bus->nc, inbox)
+	        : natsConnection_Subscribe(&gw->inbox_sub, gw->bus->nc, inbox, on_inbox, gw);
 	if (s == NATS_OK)
 		s = natsSubscription_SetPendingLimits(gw->inbox_sub, -1, -1);
 	if (s == NATS_OK)
