@@ -243,21 +243,28 @@ def main():
         md.append(f"**idle** (users × (chat + notification) sockets, {a.gateways} gateway "
                   f"process(es) {how})")
         md.append("")
-        md.append("| sockets | connected | failed | dropped while held | connects/s | connect p50 | "
-                  "connect p99 | gateway RSS before → loaded (MiB) | RSS per socket |")
-        md.append("|---|---|---|---|---|---|---|---|---|")
-        for r in idle:
+        md.append("| run | sockets | connected | failed | dropped while held | connects/s | "
+                  "connect p50 | connect p99 | gateway RSS before → loaded (MiB) | RSS per socket |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|")
+        for i, r in enumerate(idle, 1):
             x = r["result"]
             c, mem = x.get("connections", {}), x.get("memory", {})
             per = mem.get("rss_bytes_per_socket")
             before, loaded = mem.get("rss_kb_before"), mem.get("rss_kb_loaded")
             rss = (f"{before / 1024:.1f} → {loaded / 1024:.1f}"
                    if before is not None and loaded is not None else "–")
-            md.append(f"| {c.get('planned')} | {c.get('connected')} | {c.get('failed')} | "
+            md.append(f"| {i} | {c.get('planned')} | {c.get('connected')} | {c.get('failed')} | "
                       f"{c.get('dropped')} | {num(c.get('per_s'))} | {ms(c.get('connect_us', {}).get('p50'))} | "
                       f"{ms(c.get('connect_us', {}).get('p99'))} | {rss} | "
                       f"{'–' if per is None else f'{per / 1024:.1f} KiB'} |")
         md.append("")
+        rates = sorted(r["result"].get("connections", {}).get("per_s") or 0 for r in idle)
+        pers = sorted(r["result"].get("memory", {}).get("rss_bytes_per_socket") or 0 for r in idle)
+        if len(idle) > 1:
+            md.append(f"Median of the {len(idle)} runs (each on freshly started gateways): "
+                      f"**{num(statistics.median(rates))} connects/s**, "
+                      f"**{statistics.median(pers) / 1024:.1f} KiB** of gateway RSS per socket.")
+            md.append("")
 
     fan = [r for r in runs if r["kind"] == "fanout"]
     if fan:

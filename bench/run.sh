@@ -388,15 +388,22 @@ for r in $RATES; do
   sb_quiet
 done
 
-# --- sockets: fresh gateways (memory a gateway freed stays in its RSS), all on one port
-stop_pid "${GW_PIDS[0]}"
-GW_PIDS=()
-TARGETS="127.0.0.1:$PORT"
-while [ "${#GW_PIDS[@]}" -lt "$GATEWAYS" ]; do start_gateway; done
-ALL_GW="$(IFS=,; echo "${GW_PIDS[*]}")"
-lg "idle" idle switchboard 0 idle --target "$TARGETS" --users "$IDLE_USERS" \
-  --user-offset "$CHAT_USERS" --hold "$HOLD" --settle-ms "$SETTLE_MS" --gateway-pids "$ALL_GW" \
-  --pids "$SB_PIDS"
+# --- sockets: fresh gateways (memory a gateway freed stays in its RSS), all on one port.
+# REPEAT runs, each on fresh gateways and on source addresses of its own: the last run's
+# sockets sit in TIME_WAIT on theirs for a minute. The report quotes the median.
+IDLE_ADDRS=$(( (2 * IDLE_USERS + 7999) / 8000 ))
+for k in $(seq "$REPEAT"); do
+  for pid in "${GW_PIDS[@]}"; do stop_pid "$pid"; done
+  GW_PIDS=()
+  TARGETS="127.0.0.1:$PORT"
+  while [ "${#GW_PIDS[@]}" -lt "$GATEWAYS" ]; do start_gateway; done
+  ALL_GW="$(IFS=,; echo "${GW_PIDS[*]}")"
+  SRC_FIRST=$(( 1 + (k - 1) * IDLE_ADDRS ))
+  [ $(( SRC_FIRST + IDLE_ADDRS - 1 )) -le 254 ] || SRC_FIRST=1
+  lg "idle-$k" idle switchboard 0 idle --target "$TARGETS" --users "$IDLE_USERS" \
+    --user-offset "$CHAT_USERS" --hold "$HOLD" --settle-ms "$SETTLE_MS" --gateway-pids "$ALL_GW" \
+    --pids "$SB_PIDS" --src-addrs "$IDLE_ADDRS" --src-first "$SRC_FIRST"
+done
 if [ "$HAVE_NOTIFY" = 1 ]; then
   for n in $FANOUT; do
     lg "fanout-$n" fanout switchboard "$n" fanout --target "$TARGETS" --users "$n" \

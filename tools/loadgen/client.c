@@ -100,9 +100,10 @@ static void start_connect(struct lg_worker *w, struct lg_conn *c)
 	ci.userdata = c;
 	ci.pwsi = &c->wsi;
 	ci.retry_and_idle_policy = &no_validity;
-	if (w->nsrc > 1) {
-		/* spread over 127.0.0.1 .. 127.0.0.nsrc */
-		snprintf(src, sizeof src, "127.0.0.%u", 1 + (unsigned)(gi % (uint64_t)w->nsrc));
+	if (w->nsrc > 1 || w->src_first != 1) {
+		/* spread over 127.0.0.src_first .. 127.0.0.(src_first + nsrc - 1) */
+		snprintf(src, sizeof src, "127.0.0.%u",
+		         (unsigned)w->src_first + (unsigned)(gi % (uint64_t)w->nsrc));
 		ci.iface = src;
 	}
 	c->t_connect_ns = lg_now_ns();

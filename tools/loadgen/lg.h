@@ -92,7 +92,7 @@ struct lg_opts {
 	const char *nats_url;
 	const char *kinds;     /* idle: "chat,notify" */
 	const char *event_lib; /* "ev" (epoll through libev), "uv" or "poll" */
-	int64_t procs, src_addrs, max_conns, max_seconds;
+	int64_t procs, src_addrs, src_first, max_conns, max_seconds;
 	int64_t connect_rate, connect_window, connect_timeout_s, settle_ms;
 	int64_t user_offset;
 	int64_t pairs, rate, duration_s, drain_s, window, msg_bytes;
@@ -133,6 +133,7 @@ struct lg_run {
 	uint32_t run_id; /* random; tags every message so old ones are recognised */
 	int nworkers;
 	int nsrc;        /* source addresses in use */
+	int src_first;   /* the first of them is 127.0.0.src_first */
 	uint64_t nconns; /* connections in the whole run */
 	uint64_t unit;   /* workers get multiples of this many (chat: a pair) */
 	uint64_t wconns[LG_MAX_WORKERS];
@@ -184,6 +185,7 @@ struct lg_worker {
 	struct lg_wstats *st;
 	uint32_t run_id;
 	int nsrc;
+	int src_first;
 	struct lws_context *ctx;
 	lws_sorted_usec_list_t tick;
 	struct lg_conn *conns;

@@ -159,6 +159,15 @@ static int size_workers(struct lg_run *run)
 		run->nsrc = 1;
 	if (run->nsrc > 254)
 		run->nsrc = 254;
+	run->src_first = (int)o->src_first;
+	if (o->src_first < 1 || (o->src_first != 1 && !local) ||
+	    o->src_first + run->nsrc - 1 > 254) {
+		fprintf(stderr,
+		        "error: --src-first %lld: the %d source address(es) must fit in "
+		        "127.0.0.1..254 (and need a local target)\n",
+		        (long long)o->src_first, run->nsrc);
+		return -1;
+	}
 	return 0;
 }
 
@@ -177,6 +186,9 @@ int main(int argc, char **argv)
 	     "worker processes; 0 = one per 15,000 sockets"},
 	    {"src-addrs", NULL, SB_OPT_INT, &o.src_addrs, "0",
 	     "spread sockets over 127.0.0.1..N (local targets); 0 = one per 8,000 sockets"},
+	    {"src-first", NULL, SB_OPT_INT, &o.src_first, "1",
+	     "the spread starts at 127.0.0.N: runs back to back on other addresses do not "
+	     "meet the last run's TIME_WAIT sockets"},
 	    {"max-conns", NULL, SB_OPT_INT, &o.max_conns, "200000", "refuse to plan more sockets"},
 	    {"max-seconds", NULL, SB_OPT_INT, &o.max_seconds, "600",
 	     "hard bound on the whole run; workers are killed after it"},

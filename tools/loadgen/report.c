@@ -191,6 +191,7 @@ json_t *lg_report_common(struct lg_run *run)
 	json_object_set_new(r, "run_id", json_string(id));
 	json_object_set_new(r, "workers", json_integer(run->nworkers));
 	json_object_set_new(r, "src_addrs", json_integer(run->nsrc));
+	json_object_set_new(r, "src_first", json_integer(run->src_first));
 	json_object_set_new(
 	    r, "params",
 	    json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "pairs",
