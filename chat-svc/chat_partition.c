@@ -5,7 +5,17 @@
  * server stops routing to us, messages already here are still handled and queued),
  * then the writer commits and answers whatever is queued, and only then do the
  * stores close.
+ *
+ * chat.send.<id> arrives on a connection of the partition's own, whose socket the
+ * writer thread reads and writes itself (common/sb_busio.h): the pump below runs the
+ * socket's I/O and hands every request on the synchronous subscription to
+ * chat_send_on_msg, on the writer thread, which queues it for the next batch. A send
+ * goes from the socket to the commit, and its ack and delivery from the commit to the
+ * socket, without a thread hand-off. Measured with /proc/<pid>/task/<tid>/status at
+ * 1,000 msg/s: chat-svc made 10.5 context switches per message before (its socket
+ * thread, a delivery thread and the writer).
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -14,6 +24,7 @@
 #include "chat_svc.h"
 #include "chat_writer.h"
 #include "sb_bus.h"
+#include "sb_busio.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
@@ -35,14 +46,11 @@ int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint3
 		free(part);
 		return -1;
 	}
-	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
-	limits.commit_seconds = &svc->commit_seconds;
 	if (chat_store_open(&part->wr, path, svc->partitions, id, 0) < 0 ||
 	    chat_checkpoint_create(&part->checkpoint, chat_store_handle(part->wr), path, id,
 	                           &svc->checkpoint_bg_seconds,
 	                           &svc->checkpoint_writer_seconds) < 0 ||
-	    chat_store_open(&part->rd, path, svc->partitions, id, 1) < 0 ||
-	    chat_writer_create(&part->writer, part->wr, id, &limits) < 0) {
+	    chat_store_open(&part->rd, path, svc->partitions, id, 1) < 0) {
 		chat_partition_destroy(part);
 		return -1;
 	}
@@ -51,8 +59,65 @@ int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint3
 	return 0;
 }
 
+/* Writer thread: the socket's I/O, then every request it left on chat.send.<id>. */
+static void pump_run(void *ctx)
+{
+	struct chat_partition *part = ctx;
+	sb_busio_dispatch(part->io, 0);
+	natsSubscription *sub = part->subs[CHAT_SUB_SEND];
+	int pending = 0;
+	if (!sub || natsSubscription_GetPending(sub, &pending, NULL) != NATS_OK)
+		return; /* closed: drained, or the connection is gone */
+	natsMsg *msg = NULL;
+	if (pending == 0) {
+		/* An empty subscription being drained is only released by a waiting call
+		 * (libnats 3.4), which returns at once while draining. */
+		if (atomic_load(&part->draining) &&
+		    natsSubscription_NextMsg(&msg, sub, 1) == NATS_OK)
+			chat_send_on_msg(NULL, sub, msg, part);
+		return;
+	}
+	/* What is there now; a request that arrives meanwhile is for the next turn. */
+	while (pending-- > 0) {
+		natsStatus s = natsSubscription_NextMsg(&msg, sub, 0);
+		if (s == NATS_SLOW_CONSUMER) {
+			SB_WARN("send_dropped",
+			        "partition=%u msg=\"libnats dropped requests: the "
+			        "writer fell behind its pending limit\"",
+			        part->id);
+			continue;
+		}
+		if (s != NATS_OK)
+			break;
+		chat_send_on_msg(NULL, sub, msg, part);
+	}
+}
+
+/* The partition's own connection and its writer thread, which polls it. */
+static int open_writer(struct chat_partition *part)
+{
+	struct chat_svc *svc = part->svc;
+	char name[64];
+	snprintf(name, sizeof name, "chat-svc-p%u", part->id);
+	if (sb_busio_create(&part->io) < 0 ||
+	    sb_bus_open(&part->bus, svc->nats_url, name, part->io) < 0) {
+		SB_ERROR("partition_bus", "partition=%u", part->id);
+		return -1;
+	}
+	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
+	limits.commit_seconds = &svc->commit_seconds;
+	struct chat_writer_pump pump = {sb_busio_fd(part->io), pump_run, part};
+	if (chat_writer_create_pumped(&part->writer, part->wr, part->id, &limits, &pump) < 0) {
+		SB_ERROR("writer_create", "partition=%u", part->id);
+		return -1;
+	}
+	return 0;
+}
+
 int chat_partition_subscribe(struct chat_partition *part)
 {
+	if (open_writer(part) < 0)
+		return -1;
 	static const struct {
 		const char *prefix;
 		natsMsgHandler cb;
@@ -64,13 +129,25 @@ int chat_partition_subscribe(struct chat_partition *part)
 	for (int i = 0; i < CHAT_SUB_COUNT; i++) {
 		char subject[64];
 		snprintf(subject, sizeof subject, "%s.%u", table[i].prefix, part->id);
-		natsStatus s = natsConnection_QueueSubscribe(
-		    &part->subs[i], part->svc->bus->nc, subject, SB_QUEUE_CHAT, table[i].cb, part);
+		natsStatus s =
+		    i == CHAT_SUB_SEND
+		        ? natsConnection_QueueSubscribeSync(&part->subs[i], part->bus->nc, subject,
+		                                            SB_QUEUE_CHAT)
+		        : natsConnection_QueueSubscribe(&part->subs[i], part->svc->bus->nc, subject,
+		                                        SB_QUEUE_CHAT, table[i].cb, part);
 		if (s != NATS_OK) {
 			SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subject,
 			         natsStatus_GetText(s));
 			return -1;
 		}
+	}
+	/* The writer may be asleep on the socket since before the subscription existed. */
+	chat_writer_kick(part->writer);
+	natsStatus s = natsConnection_FlushTimeout(part->bus->nc, 5000);
+	if (s != NATS_OK) {
+		SB_ERROR("subscribe_failed", "partition=%u msg=\"not confirmed\" error=\"%s\"",
+		         part->id, natsStatus_GetText(s));
+		return -1;
 	}
 	return 0;
 }
@@ -80,6 +157,9 @@ void chat_partition_drain(struct chat_partition *part, int timeout_ms)
 	for (int i = 0; i < CHAT_SUB_COUNT; i++)
 		if (part->subs[i])
 			natsSubscription_DrainTimeout(part->subs[i], timeout_ms);
+	atomic_store(&part->draining, 1);
+	if (part->writer)
+		chat_writer_kick(part->writer); /* to see the drain even with nothing to read */
 }
 
 int chat_partition_wait_drained(struct chat_partition *part, int64_t deadline_ms)
@@ -106,6 +186,12 @@ void chat_partition_stop(struct chat_partition *part)
 	if (!part->writer)
 		return;
 	chat_writer_stop(part->writer);
+	/* The writer no longer polls the partition's socket: a thread of its own sends what
+	 * the last batch published, and closes. */
+	if (sb_busio_start_thread(part->io) < 0)
+		SB_ERROR("partition_bus", "partition=%u msg=\"no thread to flush\"", part->id);
+	else
+		natsConnection_FlushTimeout(part->bus->nc, 1000);
 	struct chat_writer_stats st;
 	chat_writer_get_stats(part->writer, &st);
 	SB_INFO("writer_stats",
@@ -131,6 +217,10 @@ void chat_partition_destroy(struct chat_partition *part)
 		}
 	}
 	chat_writer_destroy(part->writer);
+	if (part->io && sb_busio_start_thread(part->io) < 0)
+		SB_ERROR("partition_bus", "partition=%u msg=\"no thread to close\"", part->id);
+	sb_bus_destroy(part->bus, 100);
+	sb_busio_destroy(part->io);
 	chat_checkpoint_destroy(part->checkpoint);
 	chat_store_destroy(part->rd);
 	chat_store_destroy(part->wr);

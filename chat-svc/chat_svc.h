@@ -32,7 +32,8 @@ struct chat_receivers;
 
 /* Shared by every partition; read-only once subscriptions exist. */
 struct chat_svc {
-	struct sb_bus *bus;
+	struct sb_bus *bus;   /* syncs, receipts, auth look-ups */
+	const char *nats_url; /* for each partition's own connection */
 	struct chat_receivers *receivers;
 	uint32_t partitions; /* P */
 	size_t max_message_bytes;
@@ -55,16 +56,23 @@ struct chat_partition {
 	pthread_mutex_t rd_lock;
 	struct chat_writer *writer;
 	struct chat_checkpoint *checkpoint; /* wr's WAL checkpoints, off the commit path */
-	natsSubscription *subs[CHAT_SUB_COUNT];
+	/* The partition's own NATS connection, read and written by its writer thread: it
+	 * carries chat.send.<id> (a synchronous subscription the writer empties, see
+	 * chat_writer_create_pumped) and the acks and deliveries the writer publishes. */
+	struct sb_busio *io;
+	struct sb_bus *bus;
+	_Atomic int draining;                   /* chat_partition_drain has begun */
+	natsSubscription *subs[CHAT_SUB_COUNT]; /* SEND on bus, the others on svc->bus */
 };
 
-/* Open <data_dir>/chat-<id>.db (read-write, migrated, then read-only) and start the
- * partition's writer thread. Returns 0 and sets *out, or -1 (logged). */
+/* Open <data_dir>/chat-<id>.db (read-write, migrated, then read-only) and its checkpoint
+ * thread. Returns 0 and sets *out, or -1 (logged). */
 int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint32_t id,
                         const char *data_dir);
 
-/* Queue-subscribe chat.send.<id>, chat.sync.<id>, chat.delivered.<id> on svc->bus.
- * Returns 0 or -1 (logged). */
+/* Open the partition's own connection, start its writer thread on it, and
+ * queue-subscribe chat.send.<id> there (synchronous: the writer takes the requests),
+ * chat.sync.<id> and chat.delivered.<id> on svc->bus. Returns 0 or -1 (logged). */
 int chat_partition_subscribe(struct chat_partition *part);
 
 /* Shutdown, in this order for all partitions: start draining the subscriptions (no
@@ -77,12 +85,14 @@ void chat_partition_drain(struct chat_partition *part, int timeout_ms);
 int chat_partition_wait_drained(struct chat_partition *part, int64_t deadline_ms);
 void chat_partition_stop(struct chat_partition *part);
 
-/* Unsubscribe, stop the writer (if needed), close the stores and free. NULL is a
+/* Unsubscribe, stop the writer (if needed), close the partition's connection and the
+ * stores, and free. NULL is a
  * no-op. Only once no handler of this partition can still be running. */
 void chat_partition_destroy(struct chat_partition *part);
 
-/* Subject handlers; run on libnats delivery threads with the partition as closure.
- * Each takes ownership of msg. */
+/* Subject handlers with the partition as closure; each takes ownership of msg. Sync and
+ * delivered run on libnats delivery threads; send on the partition's writer thread,
+ * called by its pump (chat_partition.c) for each request taken off the subscription. */
 void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 void chat_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 void chat_delivered_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);

@@ -8,8 +8,13 @@
  */
 #include "chat_writer.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "chat_store.h"
 #include "sb_log.h"
@@ -21,6 +26,9 @@ struct chat_writer {
 	struct chat_writer_limits lim;
 	pthread_t thread;
 	int started;
+	int pumped;                   /* pump is set: poll() instead of cond */
+	struct chat_writer_pump pump; /* writer thread */
+	int wake_fd;                  /* eventfd of a pumped writer, -1 otherwise */
 
 	pthread_mutex_t mu; /* guards everything below */
 	pthread_cond_t cond;
@@ -29,6 +37,7 @@ struct chat_writer {
 	size_t queued;
 	size_t queued_bytes;
 	int stopping;
+	int sleeping; /* a pumped writer is (about to be) in poll(): submit writes wake_fd */
 	int64_t last_refusal_log_ms;
 	struct chat_writer_stats stats;
 };
@@ -77,6 +86,35 @@ static int run_batch(struct chat_writer *w, struct chat_job *batch, size_t n)
 	return committed;
 }
 
+/* Under mu, with w->head set: commit up to max_batch jobs (mu is released meanwhile). */
+static void take_and_run(struct chat_writer *w)
+{
+	struct chat_job *batch = w->head, *last = batch;
+	size_t n = 1, bytes = batch->bytes;
+	while (n < w->lim.max_batch && last->next) {
+		last = last->next;
+		n++;
+		bytes += last->bytes;
+	}
+	w->head = last->next;
+	if (!w->head)
+		w->tail = NULL;
+	last->next = NULL;
+	w->queued -= n;
+	w->queued_bytes -= bytes;
+	pthread_mutex_unlock(&w->mu);
+
+	int committed = run_batch(w, batch, n);
+
+	pthread_mutex_lock(&w->mu);
+	w->stats.batches++;
+	w->stats.jobs += n;
+	w->stats.failed_batches += !committed;
+	w->stats.buckets[bucket_of(n)]++;
+	if (n > w->stats.max_batch)
+		w->stats.max_batch = n;
+}
+
 static void *writer_main(void *arg)
 {
 	struct chat_writer *w = arg;
@@ -86,56 +124,90 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&w->cond, &w->mu);
 		if (!w->head)
 			break; /* stopping and drained */
-		struct chat_job *batch = w->head, *last = batch;
-		size_t n = 1, bytes = batch->bytes;
-		while (n < w->lim.max_batch && last->next) {
-			last = last->next;
-			n++;
-			bytes += last->bytes;
-		}
-		w->head = last->next;
-		if (!w->head)
-			w->tail = NULL;
-		last->next = NULL;
-		w->queued -= n;
-		w->queued_bytes -= bytes;
-		pthread_mutex_unlock(&w->mu);
-
-		int committed = run_batch(w, batch, n);
-
-		pthread_mutex_lock(&w->mu);
-		w->stats.batches++;
-		w->stats.jobs += n;
-		w->stats.failed_batches += !committed;
-		w->stats.buckets[bucket_of(n)]++;
-		if (n > w->stats.max_batch)
-			w->stats.max_batch = n;
+		take_and_run(w);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
 }
 
-int chat_writer_create(struct chat_writer **out, struct chat_store *st, uint32_t partition,
-                       const struct chat_writer_limits *limits)
+/* A pumped writer: run the pump, commit what is queued, and only when there is nothing
+ * sleep in poll() on the pump's descriptor and the wake-up one. */
+static void *pumped_main(void *arg)
+{
+	struct chat_writer *w = arg;
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		int stopping = w->stopping;
+		pthread_mutex_unlock(&w->mu);
+		if (!stopping)
+			w->pump.run(w->pump.ctx);
+
+		pthread_mutex_lock(&w->mu);
+		if (w->head) {
+			take_and_run(w);
+			pthread_mutex_unlock(&w->mu);
+			continue; /* what arrived during the commit is the next batch */
+		}
+		if (w->stopping) {
+			pthread_mutex_unlock(&w->mu);
+			break; /* stopping and drained */
+		}
+		w->sleeping = 1;
+		pthread_mutex_unlock(&w->mu);
+
+		struct pollfd pfd[2] = {{.fd = w->pump.fd, .events = POLLIN},
+		                        {.fd = w->wake_fd, .events = POLLIN}};
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+			SB_ERROR("writer_poll", "partition=%u errno=%d", w->partition, errno);
+			pfd[1].revents = 0;
+		}
+		if (pfd[1].revents & POLLIN) {
+			uint64_t v;
+			while (read(w->wake_fd, &v, sizeof v) == (ssize_t)sizeof v)
+				;
+		}
+		pthread_mutex_lock(&w->mu);
+		w->sleeping = 0;
+		pthread_mutex_unlock(&w->mu);
+	}
+	return NULL;
+}
+
+static int create(struct chat_writer **out, struct chat_store *st, uint32_t partition,
+                  const struct chat_writer_limits *limits, const struct chat_writer_pump *pump)
 {
 	struct chat_writer *w = calloc(1, sizeof *w);
 	if (!w)
 		return -1;
 	w->st = st;
 	w->partition = partition;
+	w->wake_fd = -1;
+	if (pump) {
+		w->pumped = 1;
+		w->pump = *pump;
+		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (w->wake_fd < 0) {
+			free(w);
+			return -1;
+		}
+	}
 	w->lim = *limits;
 	if (w->lim.max_batch == 0)
 		w->lim.max_batch = 1;
 	if (pthread_mutex_init(&w->mu, NULL) != 0) {
+		if (w->wake_fd >= 0)
+			close(w->wake_fd);
 		free(w);
 		return -1;
 	}
 	if (pthread_cond_init(&w->cond, NULL) != 0) {
 		pthread_mutex_destroy(&w->mu);
+		if (w->wake_fd >= 0)
+			close(w->wake_fd);
 		free(w);
 		return -1;
 	}
-	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+	if (pthread_create(&w->thread, NULL, w->pumped ? pumped_main : writer_main, w) != 0) {
 		SB_ERROR("writer_thread", "partition=%u msg=\"cannot start thread\"", partition);
 		chat_writer_destroy(w);
 		return -1;
@@ -143,6 +215,34 @@ int chat_writer_create(struct chat_writer **out, struct chat_store *st, uint32_t
 	w->started = 1;
 	*out = w;
 	return 0;
+}
+
+int chat_writer_create(struct chat_writer **out, struct chat_store *st, uint32_t partition,
+                       const struct chat_writer_limits *limits)
+{
+	return create(out, st, partition, limits, NULL);
+}
+
+int chat_writer_create_pumped(struct chat_writer **out, struct chat_store *st, uint32_t partition,
+                              const struct chat_writer_limits *limits,
+                              const struct chat_writer_pump *pump)
+{
+	return create(out, st, partition, limits, pump);
+}
+
+/* Under mu: make the writer look at its queue (or at stopping). */
+static void wake(struct chat_writer *w)
+{
+	if (!w->pumped) {
+		pthread_cond_signal(&w->cond);
+		return;
+	}
+	if (w->sleeping) {
+		uint64_t one = 1;
+		if (write(w->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+			SB_ERROR("writer_wake", "partition=%u errno=%d", w->partition, errno);
+		w->sleeping = 0; /* one write per sleep */
+	}
 }
 
 int chat_writer_submit(struct chat_writer *w, struct chat_job **job)
@@ -174,17 +274,25 @@ int chat_writer_submit(struct chat_writer *w, struct chat_job **job)
 	w->tail = j;
 	w->queued++;
 	w->queued_bytes += j->bytes;
-	pthread_cond_signal(&w->cond);
+	wake(w);
 	pthread_mutex_unlock(&w->mu);
 	*job = NULL;
 	return 0;
+}
+
+void chat_writer_kick(struct chat_writer *w)
+{
+	pthread_mutex_lock(&w->mu);
+	if (w->pumped)
+		wake(w);
+	pthread_mutex_unlock(&w->mu);
 }
 
 void chat_writer_stop(struct chat_writer *w)
 {
 	pthread_mutex_lock(&w->mu);
 	w->stopping = 1;
-	pthread_cond_signal(&w->cond);
+	wake(w);
 	pthread_mutex_unlock(&w->mu);
 	if (w->started) {
 		pthread_join(w->thread, NULL);
@@ -197,6 +305,8 @@ void chat_writer_destroy(struct chat_writer *w)
 	if (!w)
 		return;
 	chat_writer_stop(w);
+	if (w->wake_fd >= 0)
+		close(w->wake_fd);
 	pthread_cond_destroy(&w->cond);
 	pthread_mutex_destroy(&w->mu);
 	free(w);

@@ -70,9 +70,30 @@ struct chat_writer;
 int chat_writer_create(struct chat_writer **out, struct chat_store *st, uint32_t partition,
                        const struct chat_writer_limits *limits);
 
+/* A writer that also feeds itself: instead of sleeping on a condition variable until
+ * another thread submits, it sleeps in poll() on `fd` (and on a wake-up descriptor of
+ * its own that chat_writer_submit from other threads writes to), and before taking each
+ * batch it calls run(), which does the source's I/O without blocking and submits what
+ * it finds from the writer thread itself. chat-svc's pump reads the partition's own NATS
+ * connection and takes chat.send requests off a synchronous subscription, so a request
+ * goes from the socket to the batch on one thread: no delivery thread, no hand-off. */
+struct chat_writer_pump {
+	int fd;                 /* readable when run() has something to do */
+	void (*run)(void *ctx); /* writer thread; must not block for long */
+	void *ctx;
+};
+
+/* As chat_writer_create, with the writer fed by pump (copied). Not run once stopping. */
+int chat_writer_create_pumped(struct chat_writer **out, struct chat_store *st, uint32_t partition,
+                              const struct chat_writer_limits *limits,
+                              const struct chat_writer_pump *pump);
+
 /* Any thread. Queue a job; on success the writer owns it and *job is set to NULL.
  * Returns -1 (the caller keeps the job) when the queue is full or the writer stopped. */
 int chat_writer_submit(struct chat_writer *w, struct chat_job **job);
+
+/* Any thread: make a pumped writer run its pump now (a no-op for others). */
+void chat_writer_kick(struct chat_writer *w);
 
 /* Refuse new jobs, let the thread commit and finish everything already queued, and
  * join it. Idempotent. */

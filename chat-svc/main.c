@@ -226,6 +226,7 @@ int main(int argc, char **argv)
 	/* static: a handler outliving a timed-out drain may still reach it at exit */
 	static struct chat_svc svc;
 	svc.partitions = (uint32_t)cfg.partitions;
+	svc.nats_url = cfg.nats_url;
 	svc.max_message_bytes = (size_t)cfg.max_message_bytes;
 	chat_metrics_init(&svc);
 	static struct sb_http *http;
@@ -239,10 +240,10 @@ int main(int argc, char **argv)
 		if (chat_partition_open(&parts[i], &svc, owned[i], cfg.data_dir) < 0)
 			return 1;
 
-	/* Each subscription is pinned to one delivery thread (that keeps order); give the
-	 * three subjects of a partition a thread each so a slow auth look-up on a send
-	 * does not hold up syncs and receipts. */
-	size_t pool = n_owned * 3 > 16 ? 16 : n_owned * 3;
+	/* Each asynchronous subscription is pinned to one delivery thread (that keeps
+	 * order): a thread each for a partition's syncs and receipts. Sends do not use
+	 * one: the partition's writer takes them off its own connection. */
+	size_t pool = n_owned * 2 > 16 ? 16 : n_owned * 2;
 	nats_SetMessageDeliveryPoolSize((int)pool);
 	if (sb_bus_connect(&svc.bus, cfg.nats_url, "chat-svc", &sw.stop) < 0) {
 		if (!atomic_load(&sw.stop))

@@ -1,13 +1,14 @@
 /*
  * send: chat.send.<p> -- validate, store durably, acknowledge, deliver.
  *
- * The NATS callback only validates (including the cached auth look-up of the
- * receiver, which may block this delivery thread briefly on a miss) and queues a job
- * for the partition's writer; the writer stores it in a group commit and only then
- * calls send_finish, which sends chat_sent to the requester and chat_message to
- * deliver.chat.<receiver>. An idempotency key seen before stores nothing new: the
- * stored row is acknowledged and delivered again (gateways drop ids a socket has).
- * A failed commit answers ERR_STORAGE: nothing is acknowledged that is not on disk.
+ * The handler runs on the partition's writer thread (its pump takes the request off
+ * the socket, chat_partition.c). It only validates (including the cached auth look-up
+ * of the receiver, which on a miss blocks the writer for one auth.lookup round trip on
+ * svc->bus) and queues a job for the next batch; the writer stores it in a group
+ * commit and only then calls send_finish, which sends chat_sent to the requester and chat_message
+ * to deliver.chat.<receiver>. An idempotency key seen before stores nothing new: the stored row is
+ * acknowledged and delivered again (gateways drop ids a socket has). A failed commit answers
+ * ERR_STORAGE: nothing is acknowledged that is not on disk.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,12 +34,18 @@ struct send_job {
 	const char *refusal; /* set by send_store: answer ERR_BAD_REQUEST with this */
 };
 
-/* Refuse a send (nothing stored) and count it. */
-static void send_error(struct chat_svc *svc, const char *reply, const char *rid, Sb__ErrorCode code,
-                       const char *text)
+/* Where this partition answers sends: its own connection (see chat_partition.c). */
+static struct sb_bus *bus_of(const struct chat_partition *part)
 {
-	sb_metric_inc(&svc->send_errors, 1);
-	chat_reply_error(svc->bus, reply, rid, code, text);
+	return part->bus ? part->bus : part->svc->bus;
+}
+
+/* Refuse a send (nothing stored) and count it. */
+static void send_error(struct chat_partition *part, const char *reply, const char *rid,
+                       Sb__ErrorCode code, const char *text)
+{
+	sb_metric_inc(&part->svc->send_errors, 1);
+	chat_reply_error(bus_of(part), reply, rid, code, text);
 }
 
 static const char *attachment_of(const Sb__ChatSend *cs)
@@ -88,7 +95,7 @@ static void send_job_free(struct send_job *job)
 
 static void deliver(struct send_job *job)
 {
-	struct sb_bus *bus = job->part->svc->bus;
+	struct sb_bus *bus = bus_of(job->part);
 	const struct chat_msg *m = &job->stored;
 	char rid[CHAT_RID_MAX];
 
@@ -142,10 +149,10 @@ static void send_finish(struct chat_job *base, int committed)
 {
 	struct send_job *job = (struct send_job *)base;
 	if (!committed)
-		send_error(job->part->svc, job->reply, job->env->request_id,
-		           SB__ERROR_CODE__ERR_STORAGE, "message could not be stored");
+		send_error(job->part, job->reply, job->env->request_id, SB__ERROR_CODE__ERR_STORAGE,
+		           "message could not be stored");
 	else if (job->refusal)
-		send_error(job->part->svc, job->reply, job->env->request_id,
+		send_error(job->part, job->reply, job->env->request_id,
 		           SB__ERROR_CODE__ERR_BAD_REQUEST, job->refusal);
 	else
 		deliver(job);
@@ -179,7 +186,7 @@ static const char *invalid(const struct chat_partition *part, const Sb__Envelope
 	return NULL;
 }
 
-/* libnats delivery thread. */
+/* The partition's writer thread (its pump). */
 void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
 	(void)nc;
@@ -194,24 +201,24 @@ void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 
 	const char *why = invalid(part, env);
 	if (why) {
-		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_BAD_REQUEST, why);
+		send_error(part, reply, rid, SB__ERROR_CODE__ERR_BAD_REQUEST, why);
 		goto done;
 	}
 	int known = chat_receivers_check(svc->receivers, env->chat_send->receiver_id, rid);
 	if (known == CHAT_RECEIVER_UNKNOWN) {
-		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNKNOWN_RECEIVER,
+		send_error(part, reply, rid, SB__ERROR_CODE__ERR_UNKNOWN_RECEIVER,
 		           "unknown receiver");
 		goto done;
 	}
 	if (known != CHAT_RECEIVER_FOUND) {
-		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
+		send_error(part, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
 		           "auth service unavailable");
 		goto done;
 	}
 	job = calloc(1, sizeof *job);
 	if (!job || (reply && *reply && !(job->reply = strdup(reply)))) {
 		SB_ERROR("out_of_memory", "where=chat_send");
-		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
+		send_error(part, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
 		           "chat service overloaded");
 		goto done;
 	}
@@ -221,7 +228,7 @@ void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 	job->env = env;
 	struct chat_job *queued = &job->base;
 	if (chat_writer_submit(part->writer, &queued) < 0) {
-		send_error(svc, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
+		send_error(part, reply, rid, SB__ERROR_CODE__ERR_UNAVAILABLE,
 		           "chat service overloaded");
 		job->env = NULL; /* freed below */
 		goto done;

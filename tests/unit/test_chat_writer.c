@@ -3,6 +3,7 @@
  * job blocks the writer inside its transaction so the queue fills up behind it; that
  * makes batching, the queue bound and batch-wide rollback observable deterministically.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -284,6 +286,96 @@ static void test_stop_drains_then_refuses(void **state)
 	chat_writer_destroy(NULL);
 }
 
+/* A pumped writer's source: a pipe; every byte read is one job, submitted by run()
+ * on the writer thread. */
+struct pipe_pump {
+	struct world *w;
+	struct chat_writer *wr;
+	int fds[2];
+	int next; /* job number of the next byte */
+	int runs; /* calls of run() */
+	pthread_t run_thread;
+};
+
+static void pipe_pump_run(void *ctx)
+{
+	struct pipe_pump *p = ctx;
+	p->run_thread = pthread_self();
+	__atomic_add_fetch(&p->runs, 1, __ATOMIC_SEQ_CST);
+	char buf[256];
+	ssize_t n;
+	while ((n = read(p->fds[0], buf, sizeof buf)) > 0)
+		for (ssize_t i = 0; i < n; i++)
+			assert_int_equal(chat_writer_submit(p->wr, &(struct chat_job *){new_job(
+			                                               p->w, p->next++, &ops)}),
+			                 0);
+}
+
+/* Wait (5 s at most) until n jobs have finished; returns how many did. */
+static int wait_finished(struct world *w, int n)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 5;
+	pthread_mutex_lock(&w->mu);
+	while (w->finished < n && pthread_cond_timedwait(&w->cond, &w->mu, &until) == 0)
+		;
+	int f = w->finished;
+	pthread_mutex_unlock(&w->mu);
+	return f;
+}
+
+static void test_pumped_writer(void **state)
+{
+	struct world *w = *state;
+	struct pipe_pump p = {.w = w};
+	assert_int_equal(pipe(p.fds), 0);
+	assert_int_equal(fcntl(p.fds[0], F_SETFL, O_NONBLOCK), 0);
+	struct chat_writer_limits lim = {1000, 1u << 20, 1024, NULL};
+	struct chat_writer_pump pump = {p.fds[0], pipe_pump_run, &p};
+	assert_int_equal(chat_writer_create_pumped(&p.wr, w->st, 0, &lim, &pump), 0);
+
+	/* 100 requests readable at once: the pump takes them all, one commit. */
+	char bytes[100];
+	memset(bytes, 'x', sizeof bytes);
+	assert_int_equal(write(p.fds[1], bytes, sizeof bytes), (ssize_t)sizeof bytes);
+	assert_int_equal(wait_finished(w, 100), 100);
+	struct chat_writer_stats st;
+	chat_writer_get_stats(p.wr, &st);
+	assert_int_equal(st.batches, 1);
+	assert_int_equal(st.jobs, 100);
+	for (int i = 1; i < 100; i++)
+		assert_true(w->ids[i] == w->ids[i - 1] + 1); /* in the order read */
+
+	/* Asleep in poll() with nothing to read, a job from another thread still wakes it. */
+	usleep(20000);
+	submit_ok(p.wr, new_job(w, 100, &ops));
+	assert_int_equal(wait_finished(w, 101), 101);
+
+	/* A kick runs the pump although nothing is readable. */
+	usleep(20000);
+	int runs = __atomic_load_n(&p.runs, __ATOMIC_SEQ_CST);
+	chat_writer_kick(p.wr);
+	for (int i = 0; i < 500 && __atomic_load_n(&p.runs, __ATOMIC_SEQ_CST) == runs; i++)
+		usleep(10000);
+	assert_true(__atomic_load_n(&p.runs, __ATOMIC_SEQ_CST) > runs);
+
+	/* The pump ran on the writer thread, never on ours. */
+	assert_false(pthread_equal(p.run_thread, pthread_self()));
+
+	/* Stopped, it commits nothing more and no longer reads its source. */
+	chat_writer_stop(p.wr);
+	assert_int_equal(write(p.fds[1], bytes, 1), 1);
+	usleep(50000);
+	assert_int_equal(w->finished, 101);
+	assert_int_equal(w->committed, 101);
+	char left;
+	assert_int_equal(read(p.fds[0], &left, 1), 1); /* the byte is still there */
+	chat_writer_destroy(p.wr);
+	close(p.fds[0]);
+	close(p.fds[1]);
+}
+
 int main(void)
 {
 	sb_log_init("test_chat_writer", "error");
@@ -293,6 +385,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_queue_is_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_byte_bound, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stop_drains_then_refuses, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pumped_writer, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
