@@ -188,6 +188,7 @@ void chat_partition_stop(struct chat_partition *part)
 	chat_writer_stop(part->writer);
 	/* The writer no longer polls the partition's socket: a thread of its own sends what
 	 * the last batch published, and closes. */
+	sb_msgbin_empty(&part->bin);
 	if (sb_busio_start_thread(part->io) < 0)
 		SB_ERROR("partition_bus", "partition=%u msg=\"no thread to flush\"", part->id);
 	else
@@ -217,6 +218,7 @@ void chat_partition_destroy(struct chat_partition *part)
 		}
 	}
 	chat_writer_destroy(part->writer);
+	sb_msgbin_empty(&part->bin);
 	if (part->io && sb_busio_start_thread(part->io) < 0)
 		SB_ERROR("partition_bus", "partition=%u msg=\"no thread to close\"", part->id);
 	sb_bus_destroy(part->bus, 100);

@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "sb_metrics.h"
+#include "sb_msgbin.h"
+#include "sb_msgbin.h"
 
 struct sb_bus;
 struct chat_store;
@@ -61,7 +63,8 @@ struct chat_partition {
 	 * chat_writer_create_pumped) and the acks and deliveries the writer publishes. */
 	struct sb_busio *io;
 	struct sb_bus *bus;
-	_Atomic int draining;                   /* chat_partition_drain has begun */
+	_Atomic int draining; /* chat_partition_drain has begun */
+	struct sb_msgbin bin; /* the writer thread's requests, destroyed in batches */
 	natsSubscription *subs[CHAT_SUB_COUNT]; /* SEND on bus, the others on svc->bus */
 };
 

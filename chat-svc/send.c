@@ -186,7 +186,7 @@ static const char *invalid(const struct chat_partition *part, const Sb__Envelope
 	return NULL;
 }
 
-/* The partition's writer thread (its pump). */
+/* The partition's writer thread (its pump): the message goes to the writer's bin. */
 void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
 	(void)nc;
@@ -241,5 +241,5 @@ done:
 		free(job);
 	}
 	sb_envelope_free(env);
-	natsMsg_Destroy(msg);
+	sb_msgbin_put(&part->bin, msg);
 }

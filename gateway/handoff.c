@@ -70,8 +70,7 @@ void gw_handoff_drain(struct gw *gw)
 			gw_ws_on_bus_state(gw, ev->kind == GW_EV_BUS_UP);
 			break;
 		}
-		if (ev->msg)
-			natsMsg_Destroy(ev->msg);
+		sb_msgbin_put(&gw->bin, ev->msg);
 		free(ev);
 		ev = next;
 	}
@@ -91,7 +90,7 @@ void gw_handoff_poll_replies(struct gw *gw)
 	/* At most what was there: a reply that arrives meanwhile is read on the next turn. */
 	while (pending-- > 0 && natsSubscription_NextMsg(&msg, gw->inbox_sub, 0) == NATS_OK) {
 		gw_requests_on_reply(gw, msg);
-		natsMsg_Destroy(msg);
+		sb_msgbin_put(&gw->bin, msg);
 	}
 	gw->flush_batching = 0;
 	gw_conn_flush_collected(gw);
@@ -108,5 +107,6 @@ void gw_handoff_destroy(struct gw *gw)
 		ev = next;
 	}
 	gw->handoff.head = gw->handoff.tail = NULL;
+	sb_msgbin_empty(&gw->bin);
 	pthread_mutex_destroy(&gw->handoff.lock);
 }
