@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--reuse-port", default="1")
     ap.add_argument("--busy-before", default="")
     ap.add_argument("--soak-rss", default="")
+    ap.add_argument("--nats-gomaxprocs", default="default")
     a = ap.parse_args()
 
     runs = []
@@ -123,6 +124,7 @@ def main():
         "gateways": int(a.gateways),
         "reuse_port_shared": a.reuse_port == "1",
         "machine_busy_before_pct": int(a.busy_before) if a.busy_before.isdigit() else None,
+        "nats_gomaxprocs": a.nats_gomaxprocs,
         "machine": machine(),
         "sqlite": load(os.path.join(a.dir, "sqlite.json")),
         "nats": load(os.path.join(a.dir, "nats.json")),
@@ -137,7 +139,8 @@ def main():
     m = doc["machine"]
     md.append(f"Run {doc['when']} at `{a.git}` ({a.build_type} build"
               f"{', quick' if doc['quick'] else ''}) on {m.get('cpus')} × "
-              f"{m.get('cpu_model', '?')}; load generator on the same machine. "
+              f"{m.get('cpu_model', '?')}; load generator on the same machine; nats-server "
+              f"with GOMAXPROCS={a.nats_gomaxprocs}. "
               f"{a.pairs} sender/receiver pairs. Latencies in ms. Machine busy before the "
               f"run: {a.busy_before or '?'} % of one core; \"machine CPU %\" is every process "
               f"on the machine during each run (100 % = one core).")

@@ -39,6 +39,10 @@
 #   SB_BENCH_ONLY=soak      skip every other scenario
 #   SB_BENCH_PERF=1         perf record -g the gateway during Switchboard's chat-max
 #   SB_BENCH_KEEP=1         keep the temporary directory (logs, raw results)
+#   SB_BENCH_NATS_GOMAXPROCS=N  GOMAXPROCS of nats-server (default 1, as `make run`; empty:
+#                           Go's default, one per core). Five processes and the load
+#                           generator share two cores here; with two, Go's scheduler hands
+#                           goroutines between its threads (docs/benchmarks.md)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,6 +55,7 @@ SOAK="${SB_BENCH_SOAK:-0}"
 SOAK_RATE="${SB_BENCH_SOAK_RATE:-2000}"
 ONLY="${SB_BENCH_ONLY:-}"
 PAIRS="${SB_BENCH_PAIRS:-50}"
+NATS_GOMAXPROCS="${SB_BENCH_NATS_GOMAXPROCS-1}"
 read -r -a GATEWAY_ARGS <<<"${SB_BENCH_GATEWAY_ARGS---rate-limit 0}"
 if [ "$QUICK" = 1 ]; then
   RATES="${SB_BENCH_RATES:-1000 5000}"
@@ -194,7 +199,9 @@ NATS_URL="nats://127.0.0.1:$NATS_PORT"
 mkdir -p "$TMP/nats" "$TMP/auth" "$TMP/chat" "$TMP/notify"
 
 echo "bench: starting nats-server, services, gateway and relay under $TMP" >&2
-start nats "$NATS_SERVER" -js -sd "$TMP/nats" -a 127.0.0.1 -p "$NATS_PORT"
+NATS_ENV=()
+[ -n "$NATS_GOMAXPROCS" ] && NATS_ENV=("GOMAXPROCS=$NATS_GOMAXPROCS")
+start nats env "${NATS_ENV[@]}" "$NATS_SERVER" -js -sd "$TMP/nats" -a 127.0.0.1 -p "$NATS_PORT"
 wait_tcp "$NATS_PORT"
 start auth "$BUILD/auth-svc/auth-svc" --nats "$NATS_URL" --data-dir "$TMP/auth"
 CHAT_HTTP="$(free_port)"
@@ -468,7 +475,7 @@ GIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 python3 "$ROOT/bench/report.py" --dir "$TMP/res" --out "$OUT" --git "$GIT" --quick "$QUICK" \
   --build-type "${BUILD_TYPE:-none}" --gateways "$GATEWAYS" --pairs "$PAIRS" \
   --reuse-port "$REUSE_PORT_WORKS" --busy-before "$BUSY_BEFORE" \
-  --soak-rss "$TMP/res/soak-rss.tsv"
+  --soak-rss "$TMP/res/soak-rss.tsv" --nats-gomaxprocs "${NATS_GOMAXPROCS:-default}"
 if [ "$ONLY" = soak ]; then
   : # no latency sweep: no plot
 elif command -v gnuplot >/dev/null; then

@@ -56,7 +56,13 @@ for p in "$PORT" "$NATS_PORT"; do
   fi
 done
 
+# Go's runtime on one thread: every process of the set shares this machine's cores, and
+# with one thread per core nats-server hands goroutines between its threads (measured in
+# docs/benchmarks.md). SB_NATS_GOMAXPROCS="" gives Go's default.
+NATS_GOMAXPROCS="${SB_NATS_GOMAXPROCS-1}"
+if [ -n "$NATS_GOMAXPROCS" ]; then export GOMAXPROCS="$NATS_GOMAXPROCS"; fi
 nats-server -js -sd "$DATA/nats" -a 127.0.0.1 -p "$NATS_PORT" >"$LOGS/nats.log" 2>&1 &
+unset GOMAXPROCS
 pids+=($!)
 for _ in $(seq 100); do port_busy "$NATS_PORT" && break; sleep 0.1; done
 port_busy "$NATS_PORT" || { echo "error: nats-server did not start; see $LOGS/nats.log" >&2; exit 1; }
