@@ -93,10 +93,12 @@ void chat_partition_stop(struct chat_partition *part);
  * no-op. Only once no handler of this partition can still be running. */
 void chat_partition_destroy(struct chat_partition *part);
 
-/* Subject handlers with the partition as closure; each takes ownership of msg. Sync and
- * delivered run on libnats delivery threads; send on the partition's writer thread,
- * called by its pump (chat_partition.c) for each request taken off the subscription. */
-void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
+/* A chat.send request, on the partition's writer thread: its pump (chat_partition.c)
+ * calls this for each request it takes off the synchronous subscription. Takes msg. */
+void chat_send_handle(struct chat_partition *part, natsMsg *msg);
+
+/* Subject handlers on libnats delivery threads, with the partition as closure; each
+ * takes ownership of msg. */
 void chat_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 void chat_delivered_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 

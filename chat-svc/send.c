@@ -187,11 +187,8 @@ static const char *invalid(const struct chat_partition *part, const Sb__Envelope
 }
 
 /* The partition's writer thread (its pump): the message goes to the writer's bin. */
-void chat_send_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+void chat_send_handle(struct chat_partition *part, natsMsg *msg)
 {
-	(void)nc;
-	(void)sub;
-	struct chat_partition *part = closure;
 	struct chat_svc *svc = part->svc;
 	const char *reply = natsMsg_GetReply(msg);
 	int len = natsMsg_GetDataLength(msg);

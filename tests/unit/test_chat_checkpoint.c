@@ -28,29 +28,9 @@
 #define ROWS       32
 #define BODY_BYTES 400
 
-struct fixture {
-	struct tmpdb db;
-};
-
 static int setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof *f);
-	if (!f)
-		return -1;
-	if (tmpdb_make(&f->db, "test_chat_checkpoint", "chat-0.db") < 0) {
-		free(f);
-		return -1;
-	}
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-	tmpdb_remove(&f->db);
-	free(f);
-	return 0;
+	return tmpdb_setup_named(state, "test_chat_checkpoint");
 }
 
 static int64_t now_ms(void)
@@ -89,12 +69,12 @@ static size_t commit_batch(struct chat_store *st, uint64_t *n)
 
 static void test_wal_starts_over_under_continuous_commits(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
 	struct chat_checkpoint *ck = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	assert_int_equal(
-	    chat_checkpoint_create(&ck, chat_store_handle(st), f->db.path, 0, NULL, NULL), 0);
+	    chat_checkpoint_create(&ck, chat_store_handle(st), tmp->path, 0, NULL, NULL), 0);
 
 	/* Commit without a pause until the WAL has started over three times. */
 	const off_t bound = (off_t)3 * CHAT_CHECKPOINT_PAGES * (PAGE_BYTES + 24);
@@ -112,8 +92,8 @@ static void test_wal_starts_over_under_continuous_commits(void **state)
 	assert_true(cs.writer >= 3);
 	/* Far more went through the WAL than it ever held. */
 	assert_true(stored > (size_t)bound * 2);
-	assert_true(file_size(f->db.wal) > 0);
-	assert_true(file_size(f->db.wal) <= bound);
+	assert_true(file_size(tmp->wal) > 0);
+	assert_true(file_size(tmp->wal) <= bound);
 
 	chat_checkpoint_destroy(ck);
 	chat_store_destroy(st);
@@ -122,7 +102,7 @@ static void test_wal_starts_over_under_continuous_commits(void **state)
 	/* Everything committed is there. */
 	sqlite3 *db = NULL;
 	sqlite3_stmt *q = NULL;
-	assert_int_equal(sqlite3_open_v2(f->db.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_open_v2(tmp->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM messages", -1, &q, NULL),
 	                 SQLITE_OK);
 	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
@@ -136,7 +116,7 @@ int main(void)
 	sb_log_init("test_chat_checkpoint", "error");
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_wal_starts_over_under_continuous_commits, setup,
-	                                    teardown),
+	                                    tmpdb_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

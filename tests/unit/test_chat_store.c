@@ -20,29 +20,9 @@
 #include "sb_log.h"
 #include "tmpdb.h"
 
-struct fixture {
-	struct tmpdb db;
-};
-
 static int setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof *f);
-	if (!f)
-		return -1;
-	if (tmpdb_make(&f->db, "test_chat_store", "chat-0.db") < 0) {
-		free(f);
-		return -1;
-	}
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-	tmpdb_remove(&f->db);
-	free(f);
-	return 0;
+	return tmpdb_setup_named(state, "test_chat_store");
 }
 
 static struct chat_msg msg(uint64_t sender, uint64_t receiver, const char *body, int64_t ts)
@@ -69,9 +49,9 @@ static uint64_t put(struct chat_store *st, const char *key, uint64_t receiver, c
 
 static void test_insert_is_idempotent(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 
 	assert_int_equal(chat_store_begin(st), 0);
 	struct chat_msg a = msg(7, 9, "hello", 1111);
@@ -123,9 +103,9 @@ static void test_insert_is_idempotent(void **state)
 
 static void test_rollback_stores_nothing(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	assert_int_equal(chat_store_begin(st), 0);
 	struct chat_msg a = msg(7, 9, "lost", 1);
 	assert_int_equal(chat_store_insert(st, "k", &a), CHAT_STORE_OK);
@@ -147,9 +127,9 @@ static void test_rollback_stores_nothing(void **state)
 
 static void test_id_mapping_one_partition(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	assert_int_equal(put(st, "a", 5, "x"), 1);
 	assert_int_equal(put(st, "b", 6, "x"), 2);
 	assert_int_equal(put(st, "c", 5, "x"), 3);
@@ -163,10 +143,10 @@ static void test_id_mapping_one_partition(void **state)
 
 static void test_id_mapping_four_partitions(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
 	/* Partition 2 of 4 holds receivers 2, 6, 10, ... */
-	assert_int_equal(chat_store_open(&st, f->db.path, 4, 2, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 4, 2, 0), 0);
 	uint64_t a = put(st, "a", 6, "one");
 	uint64_t b = put(st, "b", 10, "two");
 	uint64_t c = put(st, "c", 6, "three");
@@ -210,9 +190,9 @@ static void test_id_mapping_four_partitions(void **state)
 
 static void test_undelivered_order_and_paging(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	uint64_t mine[10];
 	assert_int_equal(chat_store_begin(st), 0);
 	for (int i = 0; i < 10; i++) {
@@ -276,9 +256,9 @@ static void test_undelivered_order_and_paging(void **state)
 
 static void test_mark_delivered_only_for_receiver(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	uint64_t a = put(st, "a", 5, "for five");
 	uint64_t b = put(st, "b", 5, "for five too");
 	uint64_t c = put(st, "c", 6, "for six");
@@ -332,16 +312,16 @@ static int64_t query_int(const char *path, const char *sql)
 
 static void test_reopen_keeps_data(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	uint64_t a = put(st, "a", 5, "before");
 	chat_store_destroy(st);
-	assert_int_equal(query_int(f->db.path, "PRAGMA user_version"), 1);
+	assert_int_equal(query_int(tmp->path, "PRAGMA user_version"), 1);
 
 	/* Reopen: the migration does not run again, the row and its key survive. */
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
-	assert_int_equal(query_int(f->db.path, "PRAGMA user_version"), 1);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
+	assert_int_equal(query_int(tmp->path, "PRAGMA user_version"), 1);
 	struct chat_msg again = msg(7, 5, "retry", 0);
 	assert_int_equal(chat_store_begin(st), 0);
 	assert_int_equal(chat_store_insert(st, "a", &again), CHAT_STORE_DUP);
@@ -351,7 +331,7 @@ static void test_reopen_keeps_data(void **state)
 
 	/* A read-only handle sees what the writer committed. */
 	struct chat_store *rd = NULL;
-	assert_int_equal(chat_store_open(&rd, f->db.path, 1, 0, 1), 0);
+	assert_int_equal(chat_store_open(&rd, tmp->path, 1, 0, 1), 0);
 	struct chat_msg *rows;
 	size_t n;
 	int more;
@@ -360,8 +340,8 @@ static void test_reopen_keeps_data(void **state)
 	assert_string_equal(rows[0].body, "before");
 	assert_string_equal(rows[1].body, "after");
 	chat_msg_free_list(rows, n);
-	assert_int_equal(query_int(f->db.path, "SELECT count(*) FROM messages"), 2);
-	assert_int_equal(query_int(f->db.path,
+	assert_int_equal(query_int(tmp->path, "SELECT count(*) FROM messages"), 2);
+	assert_int_equal(query_int(tmp->path,
 	                           "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
 	                           " AND name = 'messages_undelivered'"),
 	                 1);
@@ -371,7 +351,7 @@ static void test_reopen_keeps_data(void **state)
 	/* WAL mode is a property of the file. */
 	sqlite3 *db = NULL;
 	sqlite3_stmt *s = NULL;
-	assert_int_equal(sqlite3_open(f->db.path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_open(tmp->path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
 	assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
@@ -381,45 +361,45 @@ static void test_reopen_keeps_data(void **state)
 
 static void test_layout_change_refused(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	put(st, "a", 5, "x");
 	chat_store_destroy(st);
 	st = NULL;
 	/* Ids minted under P = 1 would collide with those of a 4-partition layout. */
-	assert_int_equal(chat_store_open(&st, f->db.path, 4, 0, 0), -1);
+	assert_int_equal(chat_store_open(&st, tmp->path, 4, 0, 0), -1);
 	assert_null(st);
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 1, 0), -1); /* p >= P */
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 1, 0), -1); /* p >= P */
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	chat_store_destroy(st);
 	chat_store_destroy(NULL);
 }
 
 static void test_ids_never_reused(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	put(st, "a", 5, "x");
 	uint64_t b = put(st, "b", 5, "y");
 	chat_store_destroy(st);
 	/* Even if the newest row is removed (say, by a retention job), its id stays used. */
 	sqlite3 *db = NULL;
-	assert_int_equal(sqlite3_open(f->db.path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_open(tmp->path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DELETE FROM messages WHERE seq = 2", NULL, NULL, NULL),
 	                 SQLITE_OK);
 	sqlite3_close(db);
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 0), 0);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 0), 0);
 	assert_true(put(st, "c", 5, "z") > b);
 	chat_store_destroy(st);
 }
 
 static void test_readonly_needs_migrated_file(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdb *tmp = *state;
 	struct chat_store *st = NULL;
-	assert_int_equal(chat_store_open(&st, f->db.path, 1, 0, 1), -1);
+	assert_int_equal(chat_store_open(&st, tmp->path, 1, 0, 1), -1);
 	assert_null(st);
 }
 
@@ -427,16 +407,19 @@ int main(void)
 {
 	sb_log_init("test_chat_store", "error");
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_insert_is_idempotent, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_rollback_stores_nothing, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_id_mapping_one_partition, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_id_mapping_four_partitions, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_undelivered_order_and_paging, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_mark_delivered_only_for_receiver, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_layout_change_refused, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_ids_never_reused, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_readonly_needs_migrated_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_insert_is_idempotent, setup, tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback_stores_nothing, setup, tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_id_mapping_one_partition, setup, tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_id_mapping_four_partitions, setup, tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_undelivered_order_and_paging, setup,
+	                                    tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_mark_delivered_only_for_receiver, setup,
+	                                    tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_layout_change_refused, setup, tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_ids_never_reused, setup, tmpdb_teardown),
+	    cmocka_unit_test_setup_teardown(test_readonly_needs_migrated_file, setup,
+	                                    tmpdb_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

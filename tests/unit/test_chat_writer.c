@@ -20,10 +20,10 @@
 #include "chat_store.h"
 #include "chat_writer.h"
 #include "sb_log.h"
+#include "tmpdb.h"
 
 struct world {
-	char dir[64];
-	char path[128];
+	struct tmpdb db;
 	struct chat_store *st;
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
@@ -128,11 +128,11 @@ static int setup(void **state)
 	struct world *w = calloc(1, sizeof *w);
 	if (!w)
 		return -1;
-	snprintf(w->dir, sizeof w->dir, "/tmp/test_chat_writer.XXXXXX");
-	if (!mkdtemp(w->dir))
+	if (tmpdb_make(&w->db, "test_chat_writer", "chat-0.db") < 0) {
+		free(w);
 		return -1;
-	snprintf(w->path, sizeof w->path, "%s/chat-0.db", w->dir);
-	if (chat_store_open(&w->st, w->path, 1, 0, 0) < 0)
+	}
+	if (chat_store_open(&w->st, w->db.path, 1, 0, 0) < 0)
 		return -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cond, NULL);
@@ -144,13 +144,7 @@ static int teardown(void **state)
 {
 	struct world *w = *state;
 	chat_store_destroy(w->st);
-	const char *suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[160];
-		snprintf(p, sizeof p, "%s%s", w->path, suffixes[i]);
-		unlink(p);
-	}
-	rmdir(w->dir);
+	tmpdb_remove(&w->db);
 	pthread_cond_destroy(&w->cond);
 	pthread_mutex_destroy(&w->mu);
 	free(w);

@@ -37,4 +37,26 @@ static inline void tmpdb_remove(const struct tmpdb *t)
 	rmdir(t->dir);
 }
 
+/* cmocka setup and teardown for tests whose state is just the file: *state is a
+ * struct tmpdb named after the test, with chat-0.db in it. */
+static inline int tmpdb_setup_named(void **state, const char *test)
+{
+	struct tmpdb *t = calloc(1, sizeof *t);
+	if (!t)
+		return -1;
+	if (tmpdb_make(t, test, "chat-0.db") < 0) {
+		free(t);
+		return -1;
+	}
+	*state = t;
+	return 0;
+}
+
+static inline int tmpdb_teardown(void **state)
+{
+	tmpdb_remove(*state);
+	free(*state);
+	return 0;
+}
+
 #endif
