@@ -185,6 +185,7 @@ struct gw_metrics {
 
 struct gw_receipt {
 	enum gw_kind kind;
+	uint32_t partition; /* chat: the receiver's partition (its subject); notify: 0 */
 	uint64_t user_id;
 	uint64_t id;
 };

@@ -1,5 +1,10 @@
 /*
  * receipts: batched delivery receipts, see receipts.h.
+ *
+ * A flush sorts what is pending by (kind, partition, user, id) and publishes one
+ * DeliveredBatch per subject -- chat.delivered.<p> or notify.delivered -- holding
+ * one Delivered per user. A broadcast written to 3,000 sockets thus leaves as a few
+ * bus messages instead of 3,000, which the services also take in one go.
  */
 #include "receipts.h"
 
@@ -12,32 +17,39 @@
 
 #define FLUSH_US    (5 * LWS_US_PER_MS)
 #define MAX_PENDING 65536
+/* Ids per bus message (so per user in it too): a message stays far below NATS'
+ * max_payload and below chat-svc's CHAT_DELIVERED_MAX_IDS per receipt. */
+#define BATCH_MAX_IDS 8192
 
 static int cmp_receipt(const void *a, const void *b)
 {
 	const struct gw_receipt *x = a, *y = b;
 	if (x->kind != y->kind)
 		return x->kind < y->kind ? -1 : 1;
+	if (x->partition != y->partition)
+		return x->partition < y->partition ? -1 : 1;
 	if (x->user_id != y->user_id)
 		return x->user_id < y->user_id ? -1 : 1;
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-static void publish_group(struct gw *gw, const struct gw_receipt *r, size_t n, uint64_t *ids)
+static int same_subject(const struct gw_receipt *x, const struct gw_receipt *y)
 {
-	for (size_t i = 0; i < n; i++)
-		ids[i] = r[i].id;
-	Sb__Delivered d = SB__DELIVERED__INIT;
-	d.user_id = r->user_id;
-	d.n_ids = n;
-	d.ids = ids;
+	return x->kind == y->kind && x->partition == y->partition;
+}
+
+static void publish_batch(struct gw *gw, const struct gw_receipt *first, Sb__Delivered **items,
+                          size_t n_items)
+{
+	Sb__DeliveredBatch b = SB__DELIVERED_BATCH__INIT;
+	b.n_receipts = n_items;
+	b.receipts = items;
 	Sb__Envelope env = SB__ENVELOPE__INIT;
-	env.body_case = SB__ENVELOPE__BODY_DELIVERED;
-	env.delivered = &d;
+	env.body_case = SB__ENVELOPE__BODY_DELIVERED_BATCH;
+	env.delivered_batch = &b;
 	char subj[64];
-	if (r->kind == GW_CHAT)
-		snprintf(subj, sizeof subj, SB_SUBJ_CHAT_DELIVERED ".%u",
-		         sb_partition(r->user_id, (uint32_t)gw->cfg.partitions));
+	if (first->kind == GW_CHAT)
+		snprintf(subj, sizeof subj, SB_SUBJ_CHAT_DELIVERED ".%u", first->partition);
 	else
 		snprintf(subj, sizeof subj, SB_SUBJ_NOTIFY_DELIVERED);
 	if (sb_bus_publish(gw->bus, subj, NULL, &env) == NATS_OK)
@@ -51,18 +63,43 @@ void gw_receipts_flush(struct gw *gw)
 		return;
 	struct gw_receipt *r = gw->receipts;
 	qsort(r, n, sizeof *r, cmp_receipt);
+	/* ids[i] belongs to r[i]: each user's ids are a contiguous run of it. */
 	uint64_t *ids = malloc(n * sizeof *ids);
-	if (ids) {
-		size_t start = 0;
-		for (size_t i = 1; i <= n; i++) {
-			if (i == n || r[i].kind != r[start].kind ||
-			    r[i].user_id != r[start].user_id) {
-				publish_group(gw, r + start, i - start, ids);
-				start = i;
+	Sb__Delivered *items = malloc(n * sizeof *items);
+	Sb__Delivered **ptrs = malloc(n * sizeof *ptrs);
+	if (ids && items && ptrs) {
+		size_t i = 0, used = 0;
+		while (i < n) {
+			const struct gw_receipt *first = &r[i];
+			size_t n_items = 0, n_ids = 0;
+			while (i < n && same_subject(&r[i], first) && n_ids < BATCH_MAX_IDS) {
+				Sb__Delivered *d = &items[used++];
+				sb__delivered__init(d);
+				d->user_id = r[i].user_id;
+				d->ids = &ids[i];
+				while (i < n && same_subject(&r[i], first) &&
+				       r[i].user_id == d->user_id && n_ids < BATCH_MAX_IDS) {
+					/* Two sockets of one user wrote the same id: report it
+					 * once. */
+					if (d->n_ids == 0 || d->ids[d->n_ids - 1] != r[i].id) {
+						d->ids[d->n_ids++] = r[i].id;
+						n_ids++;
+					}
+					i++;
+				}
+				ptrs[n_items++] = d;
 			}
+			publish_batch(gw, first, ptrs, n_items);
 		}
-		free(ids);
+	} else {
+		SB_ERROR("out_of_memory",
+		         "where=receipts receipts=%zu msg=\"dropped; those "
+		         "messages replay on next connect, de-duplicated\"",
+		         n);
 	}
+	free(ids);
+	free(items);
+	free(ptrs);
 	gw->receipts_len = 0;
 }
 
@@ -91,7 +128,8 @@ void gw_receipts_add(struct gw *gw, enum gw_kind kind, uint64_t user_id, uint64_
 	}
 	if (gw->receipts_len == gw->receipts_cap)
 		return; /* out of memory even after a flush: the replay will dedup */
-	gw->receipts[gw->receipts_len++] = (struct gw_receipt){kind, user_id, id};
+	uint32_t part = kind == GW_CHAT ? sb_partition(user_id, (uint32_t)gw->cfg.partitions) : 0;
+	gw->receipts[gw->receipts_len++] = (struct gw_receipt){kind, part, user_id, id};
 	if (!gw->receipts_scheduled) {
 		gw->receipts_scheduled = 1;
 		gw_timer_schedule(gw, &gw->receipts_sul, on_flush, FLUSH_US);

@@ -1,7 +1,8 @@
 /*
  * delivered: notify.delivered (publish, queue group notify-svc) -- gateways report
- * the notification ids they wrote to a user's sockets; the user's cursor moves up to
- * the highest, so the next sync does not replay them.
+ * the notification ids they wrote to a user's sockets (a Delivered, or a
+ * DeliveredBatch of one per user from a flush); the user's cursor moves up to the
+ * highest, so the next sync does not replay them.
  *
  * Receipts come one per notification per socket, so paying an fsync each would cap
  * the service at the disk's sync rate. The handler only queues (user, max id) and
@@ -175,6 +176,31 @@ void notify_cursors_destroy(struct notify_cursors *c)
 	free(c);
 }
 
+/* The receipts of env: a Delivered (one user) or a DeliveredBatch (every user a
+ * gateway wrote to in one flush). NULL with *why set when refused as a whole. */
+static Sb__Delivered *const *receipts_of(Sb__Envelope *env, size_t *n, const char **why)
+{
+	Sb__Delivered *const *d;
+	if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED && env->delivered) {
+		d = &env->delivered;
+		*n = 1;
+	} else if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED_BATCH &&
+	           env->delivered_batch) {
+		d = env->delivered_batch->receipts;
+		*n = env->delivered_batch->n_receipts;
+	} else {
+		*why = "malformed";
+		return NULL;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		if (!d[i] || d[i]->user_id == 0 || d[i]->user_id > (uint64_t)INT64_MAX) {
+			*why = "user_id is required";
+			return NULL;
+		}
+	}
+	return d;
+}
+
 /* libnats delivery thread. */
 void notify_delivered_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
@@ -185,27 +211,26 @@ void notify_delivered_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg 
 	Sb__Envelope *env =
 	    sb_envelope_unpack(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
 	const char *why = NULL;
-	if (!env || env->body_case != SB__ENVELOPE__BODY_DELIVERED || !env->delivered)
-		why = "malformed";
-	else if (env->delivered->user_id == 0 || env->delivered->user_id > (uint64_t)INT64_MAX)
-		why = "user_id is required";
-	if (why) {
+	size_t n = 0;
+	Sb__Delivered *const *d = receipts_of(env, &n, &why);
+	if (!d) {
 		int64_t now = sb_mono_ms(), prev = atomic_load(&last_warn_ms);
 		if ((prev == 0 || now - prev >= 1000) &&
 		    atomic_compare_exchange_strong(&last_warn_ms, &prev, now))
 			SB_WARN("delivered_ignored", "reason=\"%s\"", why);
 		goto done;
 	}
-	const Sb__Delivered *d = env->delivered;
-	uint64_t max = 0;
-	for (size_t i = 0; i < d->n_ids; i++)
-		if (d->ids[i] > max)
-			max = d->ids[i];
-	if (max == 0)
-		goto done; /* nothing delivered */
-	sb_metric_inc(&svc->stats.receipts, 1);
-	if (notify_cursors_push(svc->cursors, d->user_id, max) < 0)
-		sb_metric_inc(&svc->stats.receipts_dropped, 1);
+	for (size_t r = 0; r < n; r++) {
+		uint64_t max = 0;
+		for (size_t i = 0; i < d[r]->n_ids; i++)
+			if (d[r]->ids[i] > max)
+				max = d[r]->ids[i];
+		if (max == 0)
+			continue; /* nothing delivered */
+		sb_metric_inc(&svc->stats.receipts, 1);
+		if (notify_cursors_push(svc->cursors, d[r]->user_id, max) < 0)
+			sb_metric_inc(&svc->stats.receipts_dropped, 1);
+	}
 done:
 	sb_envelope_free(env);
 	natsMsg_Destroy(msg);

@@ -34,7 +34,7 @@ void notify_stats_init(struct notify_stats *st)
 	add(st, &st->receipts_dropped, "sb_notify_receipts_dropped_total", NULL,
 	    "Delivery receipts dropped because the cursor queue was full.", SB_COUNTER);
 	add(st, &st->receipts, "sb_notify_receipts_total", NULL,
-	    "notify.delivered receipts received.", SB_COUNTER);
+	    "Delivery receipts received (one per user of a notify.delivered message).", SB_COUNTER);
 	add(st, &st->syncs, "sb_notify_sync_requests_total", NULL, "notify.sync requests received.",
 	    SB_COUNTER);
 	add(st, &st->store_failures, "sb_notify_store_failures_total", NULL,

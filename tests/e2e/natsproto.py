@@ -360,3 +360,76 @@ def notify_request(user_ids=(), all=False, title="", message="", notification_ty
         if s:
             out += _len_delim(field, s.encode() if isinstance(s, str) else s)
     return out
+
+
+def _packed(field, values):
+    return _len_delim(field, b"".join(varint(v) for v in values)) if values else b""
+
+
+def delivered(user_id, ids):
+    """sb.Delivered {uint64 user_id = 1; repeated uint64 ids = 2;}"""
+    return (_key(1, 0) + varint(user_id) if user_id else b"") + _packed(2, ids)
+
+
+def envelope_delivered(user_id, ids):
+    """An Envelope whose body is a single-user Delivered (field 35): what gateways
+    published before receipts were batched."""
+    return _len_delim(35, delivered(user_id, ids))
+
+
+def envelope_delivered_batch(receipts):
+    """An Envelope whose body is a DeliveredBatch (field 36) of (user_id, ids) pairs."""
+    batch = b"".join(_len_delim(1, delivered(u, ids)) for u, ids in receipts)
+    return _len_delim(36, batch)
+
+
+def _read_varint(data, i):
+    """(value, next index) of the varint at data[i]."""
+    n, shift = 0, 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def decode_fields(data):
+    """Protobuf wire format -> [(field, value)]: int for varints, bytes for
+    length-delimited fields (enough for the tests' own checks)."""
+    out, i = [], 0
+    while i < len(data):
+        key, i = _read_varint(data, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _read_varint(data, i)
+            out.append((field, v))
+        elif wire == 2:
+            n, i = _read_varint(data, i)
+            out.append((field, bytes(data[i:i + n])))
+            i += n
+        else:
+            raise AssertionError(f"unexpected wire type {wire} for field {field}")
+    return out
+
+
+def decode_delivered_batch(envelope):
+    """An Envelope carrying a DeliveredBatch -> {user_id: [ids]}; AssertionError when
+    the body is anything else."""
+    bodies = [v for f, v in decode_fields(envelope) if f == 36]
+    assert len(bodies) == 1, f"not a DeliveredBatch envelope: {decode_fields(envelope)}"
+    users = {}
+    for f, item in decode_fields(bodies[0]):
+        assert f == 1, f"unexpected DeliveredBatch field {f}"
+        uid, ids = 0, []
+        for g, v in decode_fields(item):
+            if g == 1:
+                uid = v
+            elif g == 2:
+                i = 0
+                while i < len(v):
+                    n, i = _read_varint(v, i)
+                    ids.append(n)
+        users.setdefault(uid, []).extend(ids)
+    return users

@@ -6,6 +6,8 @@ duplicates. Every test uses fresh users so inboxes start empty.
 
 import asyncio
 
+from natsproto import (Nats, decode_delivered_batch, envelope_delivered,
+                       envelope_delivered_batch)
 from sb import Clients, check_timestamp, is_pos_int, run
 
 
@@ -100,6 +102,58 @@ def test_quick_reconnect_after_backlog_is_not_replayed(cluster):
                 assert replay == [], \
                     f"round {round}: a reconnect 0.3 s after the backlog got it again: {replay}"
                 await again.close()
+    run(go())
+
+
+def test_receipts_leave_batched_and_every_version_is_applied(cluster):
+    """The gateway reports what it wrote to several receivers in one DeliveredBatch on
+    chat.delivered.0; chat-svc applies such batches and the single-user Delivered of
+    older gateways (a rolling upgrade runs both), and refuses a batch that names a user
+    outside the partition as a whole."""
+    a, b, c, d = cluster.new_users(4, "Receipt")
+
+    async def go():
+        with Nats(cluster.nats_url) as nc:
+            async with Clients() as cs:
+                wa = await cs.connect(cluster.url("chat", a.token), "a")
+                wb = await cs.connect(cluster.url("chat", b.token), "b")
+                wc = await cs.connect(cluster.url("chat", c.token), "c")
+                receipts = nc.subscribe("chat.delivered.0")
+                nc.flush()
+                live = {}
+                for w, u in ((wb, b), (wc, c)):
+                    live[u.id] = [(await wa.send_ok(u.id, f"live {i}"))["id"] for i in range(2)]
+                    assert chat_ids(await wait_count(w, "chat_message", 2, timeout=5)) == live[u.id]
+                await asyncio.sleep(0.3)
+                msgs = receipts.take_all()
+                receipts.unsubscribe()
+                seen = {}
+                for m in msgs:
+                    for uid, ids in decode_delivered_batch(m.data).items():
+                        seen.setdefault(uid, []).extend(ids)
+                assert seen == live, f"receipts on chat.delivered.0: {seen} (wrote {live})"
+                await wb.close()
+                await wc.close()
+
+                # offline now: receipts published by "other gateways"
+                b1, b2 = [(await wa.send_ok(b.id, f"off {i}"))["id"] for i in range(2)]
+                [c1] = [(await wa.send_ok(c.id, "off"))["id"]]
+                [d1] = [(await wa.send_ok(d.id, "off"))["id"]]
+                nc.publish("chat.delivered.0", envelope_delivered(b.id, [b1]))
+                nc.publish("chat.delivered.0", envelope_delivered_batch([(c.id, [c1])]))
+                nc.publish("chat.delivered.0",
+                           envelope_delivered_batch([(d.id, [d1]), (0, [d1])]))
+                nc.flush()
+                await asyncio.sleep(0.5)
+                backlog = {}
+                for u in (b, c, d):
+                    w = await cs.connect(cluster.url("chat", u.token), f"{u.id}'")
+                    backlog[u.id] = w
+                await asyncio.sleep(0.7)
+                got = {uid: chat_ids(w.take_all()) for uid, w in backlog.items()}
+                assert got == {b.id: [b2], c.id: [], d.id: [d1]}, \
+                    f"backlogs after Delivered({b1}), a batch for {c1}, a batch with " \
+                    f"user 0 for {d1}: {got}"
     run(go())
 
 

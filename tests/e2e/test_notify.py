@@ -16,8 +16,10 @@ import time
 
 import pytest
 
+import faultlib
 import sb
-from natsproto import Nats, new_inbox, notify_request
+from natsproto import (Nats, decode_delivered_batch, envelope_delivered,
+                       envelope_delivered_batch, new_inbox, notify_request)
 from sb import Clients, check_timestamp, is_pos_int, run
 
 READONLY = "notification sockets do not accept messages"
@@ -234,6 +236,81 @@ def test_user_ids_and_broadcast(cluster, nc):
             for w in (wa, wb, wc):
                 assert w.take_all() == [], f"{w.label}: broadcast twice / extras"
             assert wc_chat.take_all() == [], "a broadcast leaked onto a chat socket"
+    run(go())
+
+
+def test_receipts_of_a_broadcast_leave_as_a_batch(cluster, nc):
+    """A gateway that writes one notification to many users' sockets reports them in
+    a DeliveredBatch per flush (a broadcast to 20,000 sockets used to cost 20,000
+    notify.delivered messages), and notify-svc applies every receipt in it: none of
+    those users gets the notification again on reconnect."""
+    users = cluster.new_users(30, "NBatch")
+    key = "sb_gateway_receipt_messages_total"
+
+    async def go():
+        async with Clients() as cs:
+            ws = [await notify_socket(cs, cluster, u, f"u{i}") for i, u in enumerate(users)]
+            await asyncio.sleep(0.3)
+            receipts = nc.subscribe("notify.delivered")
+            nc.flush()
+            before = faultlib.metrics(cluster.port)[key]
+            ids = await in_thread(inject_ok, nc, "notify.send.json", {
+                "user_ids": [u.id for u in users], "title": "Batch", "message": "many"},
+                len(users))
+            got = [await w.next("notify", timeout=5) for w in ws]
+            assert sorted(f["id"] for f in got) == sorted(ids)
+            await asyncio.sleep(QUIET)
+            msgs = receipts.take_all()
+            receipts.unsubscribe()
+            sent = faultlib.metrics(cluster.port)[key] - before
+            by_user = {}
+            for m in msgs:
+                for uid, rids in decode_delivered_batch(m.data).items():
+                    by_user.setdefault(uid, []).extend(rids)
+            want = {u.id: [f["id"]] for u, f in zip(users, got)}
+            assert {u: by_user.get(u) for u in want} == want, \
+                f"receipts on notify.delivered: {by_user}"
+            assert len(msgs) <= 3 and sent == len(msgs), \
+                f"{len(users)} users' receipts took {len(msgs)} messages " \
+                f"(gateway counted {sent})"
+            for w in ws:
+                await w.close()
+            again = [await notify_socket(cs, cluster, u, f"u{i}'") for i, u in enumerate(users)]
+            await asyncio.sleep(QUIET)
+            replayed = {u.id: [f.get("id") for f in w.take_all()] for u, w in zip(users, again)
+                        if w.buf}
+            assert replayed == {}, f"replayed although their receipts were in the batch: {replayed}"
+    run(go())
+
+
+def test_receipts_from_other_gateway_versions_are_applied(cluster, nc):
+    """A single-user Delivered (what gateways sent before batching, so during a rolling
+    upgrade) still moves the user's cursor; a batch naming user 0 is refused whole."""
+    x, y = cluster.new_users(2, "NLegacy")
+
+    async def go():
+        async with Clients() as cs:
+            for u in (x, y):   # a cursor exists once a socket has connected
+                w = await notify_socket(cs, cluster, u, f"{u.id}#0")
+                await w.close()
+            [x1] = await in_thread(inject_ok, nc, "notify.send.json",
+                                   {"user_id": x.id, "title": "x1", "message": "m"})
+            [x2] = await in_thread(inject_ok, nc, "notify.send.json",
+                                   {"user_id": x.id, "title": "x2", "message": "m"})
+            [y1] = await in_thread(inject_ok, nc, "notify.send.json",
+                                   {"user_id": y.id, "title": "y1", "message": "m"})
+            nc.publish("notify.delivered", envelope_delivered(x.id, [x1]))
+            nc.publish("notify.delivered", envelope_delivered_batch([(y.id, [y1]), (0, [y1])]))
+            nc.flush()
+            await asyncio.sleep(0.5)
+            wx = await notify_socket(cs, cluster, x, "x")
+            wy = await notify_socket(cs, cluster, y, "y")
+            fx = await wx.collect(QUIET, "notify")
+            fy = await wy.collect(0.1, "notify")
+            assert [f["id"] for f in fx] == [x2], \
+                f"after a Delivered for {x1}, the backlog should be [{x2}]: {fx}"
+            assert [f["id"] for f in fy] == [y1], \
+                f"a batch with user 0 in it must be refused whole: {fy}"
     run(go())
 
 
