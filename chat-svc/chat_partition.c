@@ -63,6 +63,7 @@ int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint3
 static void pump_run(void *ctx)
 {
 	struct chat_partition *part = ctx;
+	sb_busio_own(part->io); /* publishes of this thread wait for pump_flush */
 	sb_busio_dispatch(part->io, 0);
 	natsSubscription *sub = part->subs[CHAT_SUB_SEND];
 	int pending = 0;
@@ -93,6 +94,14 @@ static void pump_run(void *ctx)
 	}
 }
 
+/* Writer thread: the acks and deliveries the last batch published (and any error
+ * replies of pump_run) leave in one write. */
+static void pump_flush(void *ctx)
+{
+	struct chat_partition *part = ctx;
+	sb_busio_flush(part->io);
+}
+
 /* The partition's own connection and its writer thread, which polls it. */
 static int open_writer(struct chat_partition *part)
 {
@@ -106,7 +115,7 @@ static int open_writer(struct chat_partition *part)
 	}
 	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
 	limits.commit_seconds = &svc->commit_seconds;
-	struct chat_writer_pump pump = {sb_busio_fd(part->io), pump_run, part};
+	struct chat_writer_pump pump = {sb_busio_fd(part->io), pump_run, pump_flush, part};
 	if (chat_writer_create_pumped(&part->writer, part->wr, part->id, &limits, &pump) < 0) {
 		SB_ERROR("writer_create", "partition=%u", part->id);
 		return -1;

@@ -146,14 +146,20 @@ static void *pumped_main(void *arg)
 		if (w->head) {
 			take_and_run(w);
 			pthread_mutex_unlock(&w->mu);
+			if (w->pump.flush)
+				w->pump.flush(w->pump.ctx); /* the batch's replies leave now */
 			continue; /* what arrived during the commit is the next batch */
 		}
 		if (w->stopping) {
 			pthread_mutex_unlock(&w->mu);
+			if (w->pump.flush)
+				w->pump.flush(w->pump.ctx);
 			break; /* stopping and drained */
 		}
 		w->sleeping = 1;
 		pthread_mutex_unlock(&w->mu);
+		if (w->pump.flush)
+			w->pump.flush(w->pump.ctx);
 
 		struct pollfd pfd[2] = {{.fd = w->pump.fd, .events = POLLIN},
 		                        {.fd = w->wake_fd, .events = POLLIN}};

@@ -78,8 +78,10 @@ int chat_writer_create(struct chat_writer **out, struct chat_store *st, uint32_t
  * connection and takes chat.send requests off a synchronous subscription, so a request
  * goes from the socket to the batch on one thread: no delivery thread, no hand-off. */
 struct chat_writer_pump {
-	int fd;                 /* readable when run() has something to do */
-	void (*run)(void *ctx); /* writer thread; must not block for long */
+	int fd;                   /* readable when run() has something to do */
+	void (*run)(void *ctx);   /* writer thread; must not block for long */
+	void (*flush)(void *ctx); /* writer thread, after each batch and before it sleeps:
+	                           * send what run() and the batch's jobs queued (or NULL) */
 	void *ctx;
 };
 

@@ -20,31 +20,40 @@
 struct sb_busio {
 	int epfd;
 	_Atomic(natsConnection *) nc;
-	_Atomic int fd;     /* the attached socket, -1 while none */
-	_Atomic int reads;  /* libnats wants read events */
-	_Atomic int writes; /* libnats has buffered data to write */
+	_Atomic int fd;       /* the attached socket, -1 while none */
+	_Atomic int reads;    /* libnats wants read events */
+	_Atomic int writes;   /* libnats has buffered data to write */
+	_Atomic int deferred; /* the owner writes it in sb_busio_flush, no EPOLLOUT needed */
+	pthread_mutex_t mu;   /* serialises epoll_ctl and `registered` */
+	unsigned registered;  /* the events the set holds for fd */
 	pthread_t thread;
 	int thread_started;
 	_Atomic int stop;
 };
 
-/* Tell the epoll set what libnats wants now. Callers hold libnats' connection lock, so
- * calls for one connection never overlap. */
+/* The set whose owner runs on this thread (sb_busio_own). */
+static _Thread_local struct sb_busio *tl_owned;
+
+/* Tell the epoll set what libnats wants now, if that is not what it has. */
 static natsStatus update(struct sb_busio *io)
 {
+	natsStatus s = NATS_OK;
+	pthread_mutex_lock(&io->mu);
 	int fd = atomic_load(&io->fd);
-	if (fd < 0)
-		return NATS_OK;
-	struct epoll_event ev = {0};
-	ev.events =
-	    (atomic_load(&io->reads) ? EPOLLIN : 0u) | (atomic_load(&io->writes) ? EPOLLOUT : 0u);
-	ev.data.fd = fd;
-	if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
-		return NATS_OK;
-	if (errno == ENOENT && epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-		return NATS_OK;
-	/* The socket is gone (closed for a reconnect): the next attach brings a new one. */
-	return errno == EBADF || errno == ENOENT ? NATS_OK : NATS_ERR;
+	unsigned want = (atomic_load(&io->reads) ? EPOLLIN : 0u) |
+	                (atomic_load(&io->writes) && !atomic_load(&io->deferred) ? EPOLLOUT : 0u);
+	if (fd >= 0 && want != io->registered) {
+		struct epoll_event ev = {.events = want, .data.fd = fd};
+		if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, fd, &ev) == 0 ||
+		    (errno == ENOENT && epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) == 0))
+			io->registered = want;
+		else if (errno != EBADF && errno != ENOENT)
+			s = NATS_ERR;
+		/* else the socket is gone (closed for a reconnect): the next attach brings a
+		 * new one */
+	}
+	pthread_mutex_unlock(&io->mu);
+	return s;
 }
 
 static natsStatus on_attach(void **user, void *loop, natsConnection *nc, natsSock sock)
@@ -52,14 +61,19 @@ static natsStatus on_attach(void **user, void *loop, natsConnection *nc, natsSoc
 	struct sb_busio *io = loop;
 	*user = io;
 	atomic_store(&io->nc, nc);
+	pthread_mutex_lock(&io->mu);
 	int old = atomic_exchange(&io->fd, (int)sock);
 	if (old >= 0 && old != (int)sock)
 		epoll_ctl(io->epfd, EPOLL_CTL_DEL, old, NULL); /* fails if already closed: fine */
 	atomic_store(&io->reads, 1);
 	atomic_store(&io->writes, 0);
+	atomic_store(&io->deferred, 0);
 	struct epoll_event ev = {.events = EPOLLIN, .data.fd = (int)sock};
-	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, (int)sock, &ev) < 0 &&
-	    (errno != EEXIST || epoll_ctl(io->epfd, EPOLL_CTL_MOD, (int)sock, &ev) < 0)) {
+	int ok = epoll_ctl(io->epfd, EPOLL_CTL_ADD, (int)sock, &ev) == 0 ||
+	         (errno == EEXIST && epoll_ctl(io->epfd, EPOLL_CTL_MOD, (int)sock, &ev) == 0);
+	io->registered = ok ? EPOLLIN : 0u;
+	pthread_mutex_unlock(&io->mu);
+	if (!ok) {
 		SB_ERROR("busio_attach", "fd=%d errno=%d", (int)sock, errno);
 		return NATS_ERR;
 	}
@@ -77,17 +91,26 @@ static natsStatus on_write(void *user, bool add)
 {
 	struct sb_busio *io = user;
 	atomic_store(&io->writes, add ? 1 : 0);
+	if (add && tl_owned == io) {
+		/* A publish on the owner's thread: the owner writes before it sleeps. */
+		atomic_store(&io->deferred, 1);
+		return NATS_OK;
+	}
 	return update(io);
 }
 
 static natsStatus on_detach(void *user)
 {
 	struct sb_busio *io = user;
+	pthread_mutex_lock(&io->mu);
 	int fd = atomic_exchange(&io->fd, -1);
 	if (fd >= 0)
 		epoll_ctl(io->epfd, EPOLL_CTL_DEL, fd, NULL);
+	io->registered = 0;
 	atomic_store(&io->reads, 0);
 	atomic_store(&io->writes, 0);
+	atomic_store(&io->deferred, 0);
+	pthread_mutex_unlock(&io->mu);
 	return NATS_OK;
 }
 
@@ -98,6 +121,11 @@ int sb_busio_create(struct sb_busio **out)
 		return -1;
 	io->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (io->epfd < 0) {
+		free(io);
+		return -1;
+	}
+	if (pthread_mutex_init(&io->mu, NULL) != 0) {
+		close(io->epfd);
 		free(io);
 		return -1;
 	}
@@ -154,6 +182,9 @@ int sb_busio_start_thread(struct sb_busio *io)
 {
 	if (io->thread_started)
 		return 0;
+	/* What an owner left unflushed is the new thread's to write. */
+	atomic_store(&io->deferred, 0);
+	update(io);
 	if (pthread_create(&io->thread, NULL, pump, io) != 0)
 		return -1;
 	io->thread_started = 1;
@@ -168,6 +199,25 @@ void sb_busio_destroy(struct sb_busio *io)
 		atomic_store(&io->stop, 1);
 		pthread_join(io->thread, NULL);
 	}
+	if (tl_owned == io)
+		tl_owned = NULL;
+	pthread_mutex_destroy(&io->mu);
 	close(io->epfd);
 	free(io);
+}
+
+void sb_busio_own(struct sb_busio *io)
+{
+	tl_owned = io;
+}
+
+void sb_busio_flush(struct sb_busio *io)
+{
+	if (!atomic_exchange(&io->deferred, 0))
+		return;
+	natsConnection *nc = atomic_load(&io->nc);
+	if (nc)
+		natsConnection_ProcessWriteEvent(nc);
+	/* A write the kernel took only in part: the rest waits for EPOLLOUT now. */
+	update(io);
 }

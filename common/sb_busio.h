@@ -44,6 +44,19 @@ int sb_busio_fd(const struct sb_busio *io);
  * thread of sb_busio_start_thread. Returns how many rounds found work. */
 int sb_busio_dispatch(struct sb_busio *io, int timeout_ms);
 
+/*
+ * The calling thread owns io from now on: publishes it makes no longer ask the epoll
+ * set for write interest (two epoll_ctl and a wake-up per turn); they wait in libnats'
+ * buffer until the thread calls sb_busio_flush, which it must do before it sleeps and
+ * whenever what it published should leave. Publishes of other threads (libnats' ping
+ * timer, its reconnect thread) still ask the set. One owned set per thread.
+ */
+void sb_busio_own(struct sb_busio *io);
+
+/* Owner thread: write what its publishes left in libnats' buffer (one send); what the
+ * kernel does not take waits for EPOLLOUT as usual. */
+void sb_busio_flush(struct sb_busio *io);
+
 /* Dispatch on a thread of io's own from now on (services without a loop, and the
  * gateway after its loop has stopped, to flush and close). 0, or -1. */
 int sb_busio_start_thread(struct sb_busio *io);

@@ -289,6 +289,9 @@ struct pipe_pump {
 	int next; /* job number of the next byte */
 	int runs; /* calls of run() */
 	pthread_t run_thread;
+	int flushes;       /* calls of flush() */
+	int flush_saw;     /* jobs finished when flush() last ran */
+	int flush_foreign; /* flush() calls on a thread other than run()'s */
 };
 
 static void pipe_pump_run(void *ctx)
@@ -303,6 +306,25 @@ static void pipe_pump_run(void *ctx)
 			assert_int_equal(chat_writer_submit(p->wr, &(struct chat_job *){new_job(
 			                                               p->w, p->next++, &ops)}),
 			                 0);
+}
+
+static void pipe_pump_flush(void *ctx)
+{
+	struct pipe_pump *p = ctx;
+	if (!pthread_equal(p->run_thread, pthread_self()))
+		__atomic_add_fetch(&p->flush_foreign, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&p->w->mu);
+	__atomic_store_n(&p->flush_saw, p->w->finished, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&p->w->mu);
+	__atomic_add_fetch(&p->flushes, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Wait (5 s at most) until *v >= n; returns *v. */
+static int wait_at_least(int *v, int n)
+{
+	for (int i = 0; i < 500 && __atomic_load_n(v, __ATOMIC_SEQ_CST) < n; i++)
+		usleep(10000);
+	return __atomic_load_n(v, __ATOMIC_SEQ_CST);
 }
 
 /* Wait (5 s at most) until n jobs have finished; returns how many did. */
@@ -326,7 +348,7 @@ static void test_pumped_writer(void **state)
 	assert_int_equal(pipe(p.fds), 0);
 	assert_int_equal(fcntl(p.fds[0], F_SETFL, O_NONBLOCK), 0);
 	struct chat_writer_limits lim = {1000, 1u << 20, 1024, NULL};
-	struct chat_writer_pump pump = {p.fds[0], pipe_pump_run, &p};
+	struct chat_writer_pump pump = {p.fds[0], pipe_pump_run, pipe_pump_flush, &p};
 	assert_int_equal(chat_writer_create_pumped(&p.wr, w->st, 0, &lim, &pump), 0);
 
 	/* 100 requests readable at once: the pump takes them all, one commit. */
@@ -340,6 +362,8 @@ static void test_pumped_writer(void **state)
 	assert_int_equal(st.jobs, 100);
 	for (int i = 1; i < 100; i++)
 		assert_true(w->ids[i] == w->ids[i - 1] + 1); /* in the order read */
+	/* What the batch's jobs published is flushed once they have all finished. */
+	assert_int_equal(wait_at_least(&p.flush_saw, 100), 100);
 
 	/* Asleep in poll() with nothing to read, a job from another thread still wakes it. */
 	usleep(20000);
@@ -357,8 +381,12 @@ static void test_pumped_writer(void **state)
 	/* The pump ran on the writer thread, never on ours. */
 	assert_false(pthread_equal(p.run_thread, pthread_self()));
 
-	/* Stopped, it commits nothing more and no longer reads its source. */
+	/* Stopped, it commits nothing more and no longer reads its source; it flushed
+	 * on its way out, and every flush ran on the writer thread. */
+	int flushes = __atomic_load_n(&p.flushes, __ATOMIC_SEQ_CST);
 	chat_writer_stop(p.wr);
+	assert_true(__atomic_load_n(&p.flushes, __ATOMIC_SEQ_CST) > flushes);
+	assert_int_equal(p.flush_foreign, 0);
 	assert_int_equal(write(p.fds[1], bytes, 1), 1);
 	usleep(50000);
 	assert_int_equal(w->finished, 101);
