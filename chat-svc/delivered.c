@@ -74,15 +74,8 @@ static const char *receipt_invalid(const struct chat_partition *part, const Sb__
 static Sb__Delivered *const *receipts_of(const struct chat_partition *part, Sb__Envelope *env,
                                          size_t *n, size_t *ids, const char **why)
 {
-	Sb__Delivered *const *d;
-	if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED && env->delivered) {
-		d = &env->delivered;
-		*n = 1;
-	} else if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED_BATCH &&
-	           env->delivered_batch) {
-		d = env->delivered_batch->receipts;
-		*n = env->delivered_batch->n_receipts;
-	} else {
+	Sb__Delivered *const *d = sb_envelope_receipts(env, n);
+	if (!d) {
 		*why = "malformed";
 		return NULL;
 	}

@@ -312,6 +312,20 @@ void sb_envelope_free(Sb__Envelope *env)
 		sb__envelope__free_unpacked(env, NULL);
 }
 
+Sb__Delivered *const *sb_envelope_receipts(const Sb__Envelope *env, size_t *n)
+{
+	*n = 0;
+	if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED && env->delivered) {
+		*n = 1;
+		return &env->delivered;
+	}
+	if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED_BATCH && env->delivered_batch) {
+		*n = env->delivered_batch->n_receipts;
+		return env->delivered_batch->receipts;
+	}
+	return NULL;
+}
+
 natsStatus sb_bus_publish(struct sb_bus *bus, const char *subject, const char *reply,
                           const Sb__Envelope *env)
 {

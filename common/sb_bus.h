@@ -70,6 +70,11 @@ int sb_envelope_pack(const Sb__Envelope *env, uint8_t **buf, size_t *len);
 Sb__Envelope *sb_envelope_unpack(const void *data, size_t len);
 void sb_envelope_free(Sb__Envelope *env);
 
+/* The delivery receipts an envelope carries: a Delivered (one user) or a DeliveredBatch
+ * (one per user, what a gateway wrote in one flush). Sets *n; NULL when env carries
+ * neither (or is NULL). Entries may be NULL in a malformed batch: callers validate. */
+Sb__Delivered *const *sb_envelope_receipts(const Sb__Envelope *env, size_t *n);
+
 /* Publish an envelope on subject (reply may be NULL). Returns a natsStatus. */
 natsStatus sb_bus_publish(struct sb_bus *bus, const char *subject, const char *reply,
                           const Sb__Envelope *env);

@@ -180,15 +180,8 @@ void notify_cursors_destroy(struct notify_cursors *c)
  * gateway wrote to in one flush). NULL with *why set when refused as a whole. */
 static Sb__Delivered *const *receipts_of(Sb__Envelope *env, size_t *n, const char **why)
 {
-	Sb__Delivered *const *d;
-	if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED && env->delivered) {
-		d = &env->delivered;
-		*n = 1;
-	} else if (env && env->body_case == SB__ENVELOPE__BODY_DELIVERED_BATCH &&
-	           env->delivered_batch) {
-		d = env->delivered_batch->receipts;
-		*n = env->delivered_batch->n_receipts;
-	} else {
+	Sb__Delivered *const *d = sb_envelope_receipts(env, n);
+	if (!d) {
 		*why = "malformed";
 		return NULL;
 	}
