@@ -64,6 +64,11 @@ void chat_metrics_init(struct chat_svc *svc)
 	svc->synced = (struct sb_metric){.name = "sb_chat_backlog_messages_total",
 	                                 .help = "Messages served by chat.sync (backlog replay).",
 	                                 .type = SB_COUNTER};
+	svc->parked = (struct sb_metric){
+	    .name = "sb_chat_sends_parked_total",
+	    .help = "Sends that waited, without holding up others, for their receiver's first "
+	            "auth look-up.",
+	    .type = SB_COUNTER};
 	svc->commit_seconds = (struct sb_metric){.name = "sb_chat_commit_seconds",
 	                                         .help = "SQLite group-commit transaction time.",
 	                                         .type = SB_HISTOGRAM};
@@ -78,6 +83,7 @@ void chat_metrics_init(struct chat_svc *svc)
 	sb_metrics_add(&svc->metrics, &svc->checkpoint_bg_seconds);
 	sb_metrics_add(&svc->metrics, &svc->commit_seconds);
 	sb_metrics_add(&svc->metrics, &svc->synced);
+	sb_metrics_add(&svc->metrics, &svc->parked);
 	sb_metrics_add(&svc->metrics, &svc->send_errors);
 	sb_metrics_add(&svc->metrics, &svc->acked);
 }

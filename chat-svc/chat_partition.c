@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "chat_checkpoint.h"
 #include "chat_store.h"
@@ -46,7 +47,8 @@ int chat_partition_open(struct chat_partition **out, struct chat_svc *svc, uint3
 		free(part);
 		return -1;
 	}
-	if (chat_store_open(&part->wr, path, svc->partitions, id, 0) < 0 ||
+	if (chat_send_parking_create(part) < 0 ||
+	    chat_store_open(&part->wr, path, svc->partitions, id, 0) < 0 ||
 	    chat_checkpoint_create(&part->checkpoint, chat_store_handle(part->wr), path, id,
 	                           &svc->checkpoint_bg_seconds,
 	                           &svc->checkpoint_writer_seconds) < 0 ||
@@ -64,6 +66,7 @@ static void pump_run(void *ctx)
 {
 	struct chat_partition *part = ctx;
 	sb_busio_own(part->io); /* publishes of this thread wait for pump_flush */
+	chat_send_resume(part); /* answered look-ups first: their sends are older */
 	sb_busio_dispatch(part->io, 0);
 	natsSubscription *sub = part->subs[CHAT_SUB_SEND];
 	int pending = 0;
@@ -185,6 +188,12 @@ int chat_partition_wait_drained(struct chat_partition *part, int64_t deadline_ms
 		    natsSubscription_DrainCompletionStatus(part->subs[i]) != NATS_OK)
 			complete = 0;
 	}
+	/* Sends waiting for a look-up are still the writer's to queue. */
+	while (chat_send_parked(part) > 0 && sb_mono_ms() < deadline_ms)
+		nanosleep(&(struct timespec){0, 5 * 1000000L}, NULL);
+	if (chat_send_parked(part) > 0)
+		SB_WARN("drain_parked", "partition=%u parked=%zu msg=\"look-ups still out\"",
+		        part->id, chat_send_parked(part));
 	if (!complete)
 		SB_WARN("drain_incomplete", "partition=%u", part->id);
 	return complete ? 0 : -1;
@@ -195,6 +204,7 @@ void chat_partition_stop(struct chat_partition *part)
 	if (!part->writer)
 		return;
 	chat_writer_stop(part->writer);
+	chat_send_parking_close(part); /* refused: look-ups that outlived the drain */
 	/* The writer no longer polls the partition's socket: a thread of its own sends what
 	 * the last batch published, and closes. */
 	sb_msgbin_empty(&part->bin);
@@ -227,6 +237,7 @@ void chat_partition_destroy(struct chat_partition *part)
 		}
 	}
 	chat_writer_destroy(part->writer);
+	chat_send_parking_destroy(part);
 	sb_msgbin_empty(&part->bin);
 	if (part->io && sb_busio_start_thread(part->io) < 0)
 		SB_ERROR("partition_bus", "partition=%u msg=\"no thread to close\"", part->id);

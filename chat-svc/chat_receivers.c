@@ -2,11 +2,13 @@
  * chat_receivers: cached "does this user exist" answers (see chat_receivers.h).
  *
  * A positive answer in the last third of its life is still served, and the user is
- * queued for a refresh that a thread of our own asks auth-svc about: a user who keeps
- * receiving never expires on the hot path. Before, every receiver's entry ran out once
- * every 30 s and the next send to them blocked the delivery thread, and every message
- * queued behind it, for one auth round trip (a p99 of the 5,000 msg/s bench). The
- * refresh queue is a bounded ring; when it is full an entry simply expires as before.
+ * queued for a refresh that a look-up thread of our own asks auth-svc about: a user who
+ * keeps receiving never expires on the hot path. A first look-up (chat_receivers_resolve)
+ * goes to the same threads, ahead of nothing but the requests already queued, so a
+ * writer never waits for auth-svc: several look-ups are out at once and each answer is
+ * handed back through its done callback. The queue is a bounded ring; refreshes leave
+ * half of it to first look-ups, and a refresh that finds no room simply lets its entry
+ * expire.
  */
 #include "chat_receivers.h"
 
@@ -20,7 +22,10 @@
 #include "sb_subjects.h"
 #include "sb_util.h"
 
-#define REFRESH_QUEUE 1024
+#define QUEUE 4096
+/* Refreshes stop queuing at half the ring: room stays for first look-ups. */
+#define REFRESH_QUEUE_MAX (QUEUE / 2)
+#define MAX_THREADS       16
 
 struct slot {
 	uint64_t user_id; /* 0 = empty (user ids start at 1) */
@@ -30,16 +35,27 @@ struct slot {
 	int64_t expires_ms; /* monotonic */
 };
 
+/* A look-up for a look-up thread: a refresh (done == NULL) or a first look-up. */
+struct request {
+	uint64_t user_id;
+	chat_receiver_done_fn done;
+	void *arg;
+	const void *owner;
+};
+
 struct chat_receivers {
 	struct chat_receivers_config cfg;
-	pthread_mutex_t mu; /* guards everything below */
-	pthread_cond_t cond;
+	pthread_mutex_t mu;  /* guards everything below */
+	pthread_cond_t cond; /* a request was queued, or stopping */
+	pthread_cond_t idle; /* a look-up thread finished a request */
 	size_t mask;
 	struct slot *slots;
-	uint64_t queue[REFRESH_QUEUE]; /* user ids to refresh, a ring */
+	struct request queue[QUEUE]; /* a ring */
 	size_t q_head, q_len;
 	int stopping;
-	pthread_t thread;
+	int n_threads;
+	pthread_t threads[MAX_THREADS];
+	const void *running[MAX_THREADS]; /* the owner of each thread's request, or NULL */
 };
 
 /* Under mu: remember an answer. */
@@ -64,32 +80,83 @@ static size_t slot_of(const struct chat_receivers *r, uint64_t user_id)
 	return (size_t)((user_id * 0x9E3779B97F4A7C15ull) >> 32) & r->mask;
 }
 
-/* The refresh thread: blocking look-ups, one at a time, off the delivery threads. */
-static void *refresh_main(void *arg)
+/* Under mu: queue a request. Returns 0, or -1 when the ring is full. */
+static int enqueue(struct chat_receivers *r, const struct request *req)
 {
-	struct chat_receivers *r = arg;
+	if (r->q_len >= QUEUE || r->stopping)
+		return -1;
+	r->queue[(r->q_head + r->q_len) % QUEUE] = *req;
+	r->q_len++;
+	pthread_cond_signal(&r->cond);
+	return 0;
+}
+
+struct worker {
+	struct chat_receivers *r;
+	int index;
+};
+
+/* A look-up thread: blocking look-ups, one at a time, off the writers. */
+static void *lookup_main(void *arg)
+{
+	struct worker *w = arg;
+	struct chat_receivers *r = w->r;
+	int me = w->index;
+	free(w);
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
 		while (!r->q_len && !r->stopping)
 			pthread_cond_wait(&r->cond, &r->mu);
 		if (r->stopping)
 			break;
-		uint64_t user_id = r->queue[r->q_head];
-		r->q_head = (r->q_head + 1) % REFRESH_QUEUE;
+		struct request req = r->queue[r->q_head];
+		r->q_head = (r->q_head + 1) % QUEUE;
 		r->q_len--;
+		r->running[me] = req.owner;
 		pthread_mutex_unlock(&r->mu);
-		int status = r->cfg.lookup(r->cfg.lookup_ctx, user_id, NULL);
+		int status = r->cfg.lookup(r->cfg.lookup_ctx, req.user_id, NULL);
 		pthread_mutex_lock(&r->mu);
-		struct slot *s = &r->slots[slot_of(r, user_id)];
-		if (s->user_id != user_id)
-			continue; /* taken over by another user meanwhile */
-		if (status == CHAT_RECEIVER_UNAVAILABLE)
-			s->refreshing = 0; /* kept until it expires; the next hit tries again */
-		else
-			store(r, s, user_id, status);
+		struct slot *s = &r->slots[slot_of(r, req.user_id)];
+		if (status == CHAT_RECEIVER_UNAVAILABLE) {
+			if (s->user_id == req.user_id)
+				s->refreshing =
+				    0; /* kept until it expires; the next hit tries again */
+		} else if (req.done || s->user_id == req.user_id) {
+			/* A refresh does not take a slot over from another user. */
+			store(r, s, req.user_id, status);
+		}
+		if (req.done) {
+			/* Outside mu (done takes locks of its own), but still marked running:
+			 * chat_receivers_cancel waits for it. */
+			pthread_mutex_unlock(&r->mu);
+			req.done(req.arg, req.user_id, status);
+			pthread_mutex_lock(&r->mu);
+		}
+		r->running[me] = NULL;
+		pthread_cond_broadcast(&r->idle);
 	}
 	pthread_mutex_unlock(&r->mu);
 	return NULL;
+}
+
+static void stop_threads(struct chat_receivers *r)
+{
+	pthread_mutex_lock(&r->mu);
+	r->stopping = 1;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < r->n_threads; i++)
+		pthread_join(r->threads[i], NULL);
+	r->n_threads = 0;
+}
+
+static void free_receivers(struct chat_receivers *r)
+{
+	pthread_cond_destroy(&r->idle);
+	pthread_cond_destroy(&r->cond);
+	pthread_mutex_destroy(&r->mu);
+	free(r->slots);
+	free(r);
 }
 
 int chat_receivers_create(struct chat_receivers **out, const struct chat_receivers_config *cfg)
@@ -114,13 +181,30 @@ int chat_receivers_create(struct chat_receivers **out, const struct chat_receive
 		free(r);
 		return -1;
 	}
-	if (pthread_create(&r->thread, NULL, refresh_main, r) != 0) {
-		SB_ERROR("receivers_thread", "msg=\"cannot start thread\"");
+	if (pthread_cond_init(&r->idle, NULL) != 0) {
 		pthread_cond_destroy(&r->cond);
 		pthread_mutex_destroy(&r->mu);
 		free(r->slots);
 		free(r);
 		return -1;
+	}
+	int want = cfg->threads > 0 ? cfg->threads : CHAT_RECEIVERS_THREADS_DEFAULT;
+	if (want > MAX_THREADS)
+		want = MAX_THREADS;
+	for (int i = 0; i < want; i++) {
+		struct worker *w = malloc(sizeof *w);
+		if (w) {
+			w->r = r;
+			w->index = i;
+		}
+		if (!w || pthread_create(&r->threads[i], NULL, lookup_main, w) != 0) {
+			free(w);
+			SB_ERROR("receivers_thread", "msg=\"cannot start thread\"");
+			stop_threads(r);
+			free_receivers(r);
+			return -1;
+		}
+		r->n_threads = i + 1;
 	}
 	*out = r;
 	return 0;
@@ -130,45 +214,84 @@ void chat_receivers_destroy(struct chat_receivers *r)
 {
 	if (!r)
 		return;
+	stop_threads(r);
+	free_receivers(r);
+}
+
+/* Under mu: the cached answer for user_id, or CHAT_RECEIVER_MISS; a hit in its last
+ * third queues a refresh. */
+static int cached(struct chat_receivers *r, uint64_t user_id, int64_t now)
+{
+	struct slot *s = &r->slots[slot_of(r, user_id)];
+	if (s->user_id != user_id || s->expires_ms <= now)
+		return CHAT_RECEIVER_MISS;
+	if (now >= s->refresh_ms && !s->refreshing && r->q_len < REFRESH_QUEUE_MAX) {
+		struct request req = {user_id, NULL, NULL, NULL};
+		if (enqueue(r, &req) == 0)
+			s->refreshing = 1;
+	}
+	return s->found ? CHAT_RECEIVER_FOUND : CHAT_RECEIVER_UNKNOWN;
+}
+
+int chat_receivers_peek(struct chat_receivers *r, uint64_t user_id)
+{
+	if (user_id == 0)
+		return CHAT_RECEIVER_UNKNOWN;
+	int64_t now = sb_mono_ms();
 	pthread_mutex_lock(&r->mu);
-	r->stopping = 1;
-	pthread_cond_signal(&r->cond);
+	int status = cached(r, user_id, now);
 	pthread_mutex_unlock(&r->mu);
-	pthread_join(r->thread, NULL);
-	pthread_cond_destroy(&r->cond);
-	pthread_mutex_destroy(&r->mu);
-	free(r->slots);
-	free(r);
+	return status;
 }
 
 int chat_receivers_check(struct chat_receivers *r, uint64_t user_id, const char *request_id)
 {
-	if (user_id == 0)
-		return CHAT_RECEIVER_UNKNOWN;
-	size_t i = slot_of(r, user_id);
-	int64_t now = sb_mono_ms();
-	pthread_mutex_lock(&r->mu);
-	struct slot *s = &r->slots[i];
-	if (s->user_id == user_id && s->expires_ms > now) {
-		int found = s->found;
-		if (now >= s->refresh_ms && !s->refreshing && r->q_len < REFRESH_QUEUE) {
-			s->refreshing = 1;
-			r->queue[(r->q_head + r->q_len) % REFRESH_QUEUE] = user_id;
-			r->q_len++;
-			pthread_cond_signal(&r->cond);
-		}
-		pthread_mutex_unlock(&r->mu);
-		return found ? CHAT_RECEIVER_FOUND : CHAT_RECEIVER_UNKNOWN;
-	}
-	pthread_mutex_unlock(&r->mu);
-
-	int status = r->cfg.lookup(r->cfg.lookup_ctx, user_id, request_id);
+	int status = chat_receivers_peek(r, user_id);
+	if (status != CHAT_RECEIVER_MISS)
+		return status;
+	status = r->cfg.lookup(r->cfg.lookup_ctx, user_id, request_id);
 	if (status == CHAT_RECEIVER_UNAVAILABLE)
 		return status;
 	pthread_mutex_lock(&r->mu);
-	store(r, &r->slots[i], user_id, status);
+	store(r, &r->slots[slot_of(r, user_id)], user_id, status);
 	pthread_mutex_unlock(&r->mu);
 	return status;
+}
+
+int chat_receivers_resolve(struct chat_receivers *r, uint64_t user_id, chat_receiver_done_fn done,
+                           void *arg, const void *owner)
+{
+	if (!done || !owner)
+		return -1;
+	struct request req = {user_id, done, arg, owner};
+	pthread_mutex_lock(&r->mu);
+	int rc = enqueue(r, &req);
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+void chat_receivers_cancel(struct chat_receivers *r, const void *owner)
+{
+	if (!r || !owner)
+		return;
+	pthread_mutex_lock(&r->mu);
+	/* Drop the owner's queued requests, keeping the others in order. */
+	size_t kept = 0;
+	for (size_t i = 0; i < r->q_len; i++) {
+		struct request req = r->queue[(r->q_head + i) % QUEUE];
+		if (req.owner != owner)
+			r->queue[(r->q_head + kept++) % QUEUE] = req;
+	}
+	r->q_len = kept;
+	for (;;) {
+		int busy = 0;
+		for (int i = 0; i < r->n_threads; i++)
+			busy |= r->running[i] == owner;
+		if (!busy)
+			break;
+		pthread_cond_wait(&r->idle, &r->mu);
+	}
+	pthread_mutex_unlock(&r->mu);
 }
 
 /* Any thread that may block (libnats delivery threads here). */

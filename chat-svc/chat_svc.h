@@ -23,6 +23,7 @@ struct chat_store;
 struct chat_writer;
 struct chat_checkpoint;
 struct chat_receivers;
+struct chat_parking;
 
 /* Field bounds beyond the configurable message size. */
 #define CHAT_MAX_ATTACHMENT_BYTES 4096
@@ -41,7 +42,7 @@ struct chat_svc {
 	size_t max_message_bytes;
 	_Atomic int ready;
 	struct sb_metrics metrics; /* served on /metrics (--http-listen) */
-	struct sb_metric acked, send_errors, synced, commit_seconds;
+	struct sb_metric acked, send_errors, synced, parked, commit_seconds;
 	struct sb_metric checkpoint_bg_seconds, checkpoint_writer_seconds;
 };
 
@@ -65,6 +66,9 @@ struct chat_partition {
 	struct sb_bus *bus;
 	_Atomic int draining; /* chat_partition_drain has begun */
 	struct sb_msgbin bin; /* the writer thread's requests, destroyed in batches */
+	/* Sends waiting for their receiver's first look-up (send.c). The writer thread's,
+	 * but for the answers the look-up threads hand back. */
+	struct chat_parking *parking;
 	natsSubscription *subs[CHAT_SUB_COUNT]; /* SEND on bus, the others on svc->bus */
 };
 
@@ -96,6 +100,18 @@ void chat_partition_destroy(struct chat_partition *part);
 /* A chat.send request, on the partition's writer thread: its pump (chat_partition.c)
  * calls this for each request it takes off the synchronous subscription. Takes msg. */
 void chat_send_handle(struct chat_partition *part, natsMsg *msg);
+
+/* The parking of sends whose receiver is being looked up (send.c). create: at open,
+ * 0 or -1. resume: the writer thread, before it reads new requests: the sends whose
+ * look-up was answered are queued (in order, ahead of newer sends to the same
+ * receiver) or refused. parked: any thread, the sends still waiting. close: once the
+ * writer stopped, cancel the look-ups still out and refuse their sends
+ * (ERR_UNAVAILABLE). destroy: close and free; NULL parking is a no-op. */
+int chat_send_parking_create(struct chat_partition *part);
+void chat_send_resume(struct chat_partition *part);
+size_t chat_send_parked(const struct chat_partition *part);
+void chat_send_parking_close(struct chat_partition *part);
+void chat_send_parking_destroy(struct chat_partition *part);
 
 /* Subject handlers on libnats delivery threads, with the partition as closure; each
  * takes ownership of msg. */

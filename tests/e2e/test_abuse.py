@@ -638,3 +638,82 @@ def test_handshakes_waiting_for_auth_do_not_stall_other_sockets(cluster):
         f"while handshakes waited for the frozen auth-svc, an already open socket's "
         f"message took {max(during):.2f}s to be acknowledged (before: max "
         f"{max(before):.3f}s): the auth.verify request blocks the gateway's event loop")
+
+
+def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster):
+    """chat-svc asks auth-svc whether a receiver exists the first time it sees them (then
+    caches the answer). With auth-svc frozen, sends to a receiver not yet known must
+    wait for that look-up without holding up the partition's writer: another sender's
+    message to a known receiver is stored and acknowledged at its usual speed. The
+    waiting sends go out in order once the answer comes; if none comes within the
+    look-up timeout (1 s) they are refused, each with an error, and nothing is stored."""
+    a, b, c, d, e = cluster.new_users(5, "Park")
+    # The test before this one leaves auth-svc working off thousands of handshakes.
+    deadline = time.monotonic() + 30
+    while handshake_status(cluster.port, f"/ws/chat/?token={a.token}") != 101:
+        assert time.monotonic() < deadline, "auth-svc did not catch up within 30 s"
+        time.sleep(0.2)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            wb = await cs.connect(cluster.url("chat", b.token), "b")
+            wc = await cs.connect(cluster.url("chat", c.token), "c")
+            wd = await cs.connect(cluster.url("chat", d.token), "d")
+            we = await cs.connect(cluster.url("chat", e.token), "e")
+            await we.send_ok(b.id, "warm")           # b is known to chat-svc now
+            await wb.next("chat_message")
+            stalls = []
+
+            async def neighbour(label):
+                t = loop.time()
+                await we.send_ok(b.id, label, timeout=10)
+                stalls.append(loop.time() - t)
+                got = await wb.next("chat_message")
+                assert got["message"] == label, got
+
+            # 1. auth-svc answers late (after 0.4 s): c1, c2 wait, then go out in order
+            os.kill(cluster.auth.pid, signal.SIGSTOP)
+            try:
+                await wa.send_json({"receiver_id": c.id, "message": "c1"})
+                await wa.send_json({"receiver_id": c.id, "message": "c2"})
+                await asyncio.sleep(0.1)             # their look-up is out
+                await neighbour("meanwhile1")
+                await asyncio.sleep(0.3)
+                early = wa.take_all()
+            finally:
+                os.kill(cluster.auth.pid, signal.SIGCONT)
+            assert early == [], f"answered while auth-svc was frozen: {early}"
+            r1, r2 = await wa.reply(5), await wa.reply(5)
+            assert [r1.get("type"), r2.get("type")] == ["message_sent"] * 2, (r1, r2)
+            assert r1["receiver_id"] == r2["receiver_id"] == c.id and r1["id"] < r2["id"]
+            m1, m2 = await wc.next("chat_message"), await wc.next("chat_message")
+            assert [m1["message"], m2["message"]] == ["c1", "c2"], (m1, m2)
+            assert [m1["id"], m2["id"]] == [r1["id"], r2["id"]]
+
+            # 2. auth-svc silent past the look-up timeout: d1, d2 refused, in order
+            os.kill(cluster.auth.pid, signal.SIGSTOP)
+            try:
+                await wa.send_json({"receiver_id": d.id, "message": "d1"})
+                await wa.send_json({"receiver_id": d.id, "message": "d2"})
+                await asyncio.sleep(0.1)
+                await neighbour("meanwhile2")
+                e1, e2 = await wa.reply(5), await wa.reply(5)
+            finally:
+                os.kill(cluster.auth.pid, signal.SIGCONT)
+            assert [e1.get("type"), e2.get("type")] == ["error"] * 2, (e1, e2)
+            assert all("try again" in x["error"] for x in (e1, e2)), (e1, e2)
+            r3 = await wa.send_ok(d.id, "d3")        # auth-svc is back: d is reachable
+            m3 = await wd.next("chat_message")
+            assert m3["message"] == "d3" and m3["id"] == r3["id"], m3
+            assert wd.take_all("chat_message") == [], "a refused send was delivered"
+            return stalls
+
+    stalls = run(go(), timeout=60)
+    sb.note(f"abuse/receiver look-up with auth-svc frozen: another sender's ack took "
+            f"{stalls[0] * 1000:.0f} / {stalls[1] * 1000:.0f} ms meanwhile")
+    assert max(stalls) < 0.3, (
+        f"while chat-svc waited for auth-svc about a new receiver, another sender's "
+        f"message to a known receiver took {max(stalls):.2f}s: the look-up holds the "
+        f"partition's writer")
