@@ -55,7 +55,10 @@ struct chat_receivers {
 	int stopping;
 	int n_threads;
 	pthread_t threads[MAX_THREADS];
-	const void *running[MAX_THREADS]; /* the owner of each thread's request, or NULL */
+	/* The owner of each thread's request while its done may still run, or NULL (also
+	 * once chat_receivers_cancel let go of it); in_done: the thread is inside done. */
+	const void *running[MAX_THREADS];
+	int in_done[MAX_THREADS];
 };
 
 /* Under mu: remember an answer. */
@@ -125,12 +128,14 @@ static void *lookup_main(void *arg)
 			/* A refresh does not take a slot over from another user. */
 			store(r, s, req.user_id, status);
 		}
-		if (req.done) {
-			/* Outside mu (done takes locks of its own), but still marked running:
-			 * chat_receivers_cancel waits for it. */
+		if (req.done && r->running[me] == req.owner) { /* not cancelled meanwhile */
+			/* Outside mu (done takes locks of its own), but marked: a cancel of
+			 * this owner waits for it. */
+			r->in_done[me] = 1;
 			pthread_mutex_unlock(&r->mu);
 			req.done(req.arg, req.user_id, status);
 			pthread_mutex_lock(&r->mu);
+			r->in_done[me] = 0;
 		}
 		r->running[me] = NULL;
 		pthread_cond_broadcast(&r->idle);
@@ -283,10 +288,19 @@ void chat_receivers_cancel(struct chat_receivers *r, const void *owner)
 			r->queue[(r->q_head + kept++) % QUEUE] = req;
 	}
 	r->q_len = kept;
+	/* A look-up of the owner's in progress is let go of (its answer still fills the
+	 * cache; its done is not called), so this never waits for auth-svc: only for a
+	 * done already running. */
 	for (;;) {
 		int busy = 0;
-		for (int i = 0; i < r->n_threads; i++)
-			busy |= r->running[i] == owner;
+		for (int i = 0; i < r->n_threads; i++) {
+			if (r->running[i] != owner)
+				continue;
+			if (r->in_done[i])
+				busy = 1;
+			else
+				r->running[i] = NULL;
+		}
 		if (!busy)
 			break;
 		pthread_cond_wait(&r->idle, &r->mu);

@@ -68,9 +68,9 @@ typedef void (*chat_receiver_done_fn)(void *arg, uint64_t user_id, int status);
 int chat_receivers_resolve(struct chat_receivers *r, uint64_t user_id, chat_receiver_done_fn done,
                            void *arg, const void *owner);
 
-/* Any thread but a look-up thread: drop owner's queued requests (their done is never
- * called) and wait for those in progress to return from done. No done of owner's runs
- * after this returns. NULL r is a no-op. */
+/* Any thread but a look-up thread: drop owner's queued requests and let go of those
+ * in progress (their done is never called; a done already running is waited for, a
+ * look-up is not). No done of owner's runs after this returns. NULL r is a no-op. */
 void chat_receivers_cancel(struct chat_receivers *r, const void *owner);
 
 /* The chat_lookup_fn that asks auth-svc over the bus: ctx is a struct

@@ -311,8 +311,12 @@ int main(int argc, char **argv)
 		if (drained && drained[i])
 			chat_partition_destroy(parts[i]);
 	if (all_drained) {
-		sb_bus_destroy(svc.bus, FLUSH_TIMEOUT_MS);
+		/* The receiver cache's look-up threads request on svc.bus: closing it (its
+		 * publishes were flushed above) ends a look-up in progress at once, then the
+		 * threads are joined, and only then is the bus freed. */
+		sb_bus_close(svc.bus);
 		chat_receivers_destroy(svc.receivers);
+		sb_bus_destroy(svc.bus, FLUSH_TIMEOUT_MS);
 		nats_Close();
 	} else {
 		/* A late handler may still publish: it gets "connection closed", not freed memory.

@@ -640,6 +640,24 @@ def test_handshakes_waiting_for_auth_do_not_stall_other_sockets(cluster):
         f"{max(before):.3f}s): the auth.verify request blocks the gateway's event loop")
 
 
+def freeze(pid):
+    """SIGSTOP pid and wait until every thread of it is stopped (state T)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while True:
+        states = set()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.add(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states <= {"T", "t"}:
+            return
+        assert time.monotonic() < deadline, f"pid {pid} not stopped: {states}"
+        time.sleep(0.01)
+
+
 def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster):
     """chat-svc asks auth-svc whether a receiver exists the first time it sees them (then
     caches the answer). With auth-svc frozen, sends to a receiver not yet known must
@@ -674,7 +692,7 @@ def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster
                 assert got["message"] == label, got
 
             # 1. auth-svc answers late (after 0.4 s): c1, c2 wait, then go out in order
-            os.kill(cluster.auth.pid, signal.SIGSTOP)
+            freeze(cluster.auth.pid)
             try:
                 await wa.send_json({"receiver_id": c.id, "message": "c1"})
                 await wa.send_json({"receiver_id": c.id, "message": "c2"})
@@ -693,7 +711,7 @@ def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster
             assert [m1["id"], m2["id"]] == [r1["id"], r2["id"]]
 
             # 2. auth-svc silent past the look-up timeout: d1, d2 refused, in order
-            os.kill(cluster.auth.pid, signal.SIGSTOP)
+            freeze(cluster.auth.pid)
             try:
                 await wa.send_json({"receiver_id": d.id, "message": "d1"})
                 await wa.send_json({"receiver_id": d.id, "message": "d2"})
@@ -717,3 +735,56 @@ def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster
         f"while chat-svc waited for auth-svc about a new receiver, another sender's "
         f"message to a known receiver took {max(stalls):.2f}s: the look-up holds the "
         f"partition's writer")
+
+
+def test_sigterm_refuses_sends_still_waiting_for_a_receiver_look_up(cluster):
+    """A send that waits for its receiver's first auth look-up when chat-svc is told to
+    stop is refused (the client may retry), never stored, and does not hold chat-svc's
+    exit: with auth-svc frozen and a 20 s look-up timeout, chat-svc still exits cleanly
+    within its drain deadline (about 3 s), not by SIGKILL after 5."""
+    a, c = cluster.new_users(2, "Parkstop")
+    orig = list(cluster.chat.argv)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        async with Clients() as cs:
+            await loop.run_in_executor(None, cluster.chat.stop)
+            cluster.chat.argv = orig + ["--auth-timeout-ms", "20000"]
+            try:
+                await loop.run_in_executor(None, cluster.restart_chat)
+                wa = await cs.connect(cluster.url("chat", a.token), "a")
+                since = cluster.chat.log_size()
+                freeze(cluster.auth.pid)
+                try:
+                    await wa.send_json({"receiver_id": c.id, "message": "parked"})
+                    await asyncio.sleep(0.3)
+                    early = wa.take_all()
+                    t = loop.time()
+                    status = await loop.run_in_executor(None, cluster.chat.stop)
+                    took = loop.time() - t
+                    answer = await wa.reply(10)
+                finally:
+                    os.kill(cluster.auth.pid, signal.SIGCONT)
+                with open(cluster.chat.log_path, "rb") as f:
+                    f.seek(since)
+                    log = f.read().decode("utf-8", "replace")
+            finally:
+                cluster.chat.argv = orig
+                await loop.run_in_executor(None, cluster.restart_chat)
+            assert early == [], f"answered before the stop: {early}"
+            assert status == 0 and took < 4.5, (
+                f"chat-svc with a send parked took {took:.1f}s to stop, exit status "
+                f"{status}: its shutdown waited for the auth look-up")
+            assert answer.get("type") == "error" and "try again" in answer["error"], answer
+            assert "event=drain_parked" in log, "the parked send was not there at stop"
+            # nothing was stored: c's backlog is empty, and a new send reaches c
+            wc = await cs.connect(cluster.url("chat", c.token), "c")
+            r = await wa.send_ok(c.id, "after")
+            got = await wc.next("chat_message")
+            assert got["message"] == "after" and got["id"] == r["id"], got
+            assert [m["message"] for m in wc.take_all("chat_message")] == []
+            return took
+
+    took = run(go(), timeout=60)
+    sb.note(f"abuse/chat-svc SIGTERM with a send parked on a frozen auth-svc: exited "
+            f"in {took:.1f}s")
