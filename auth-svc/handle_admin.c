@@ -18,6 +18,7 @@
 
 #include "auth_svc.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
 
@@ -203,5 +204,5 @@ void auth_handle_admin(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
 	answer(svc, msg, req);
 	sb_metric_inc(&svc->admin_requests, 1);
 	sb_envelope_free(req);
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 }

@@ -8,6 +8,7 @@
  */
 #include "auth_svc.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 
 static void answer(struct auth_svc *svc, natsMsg *msg, const Sb__Envelope *req)
 {
@@ -48,5 +49,5 @@ void auth_handle_lookup(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	answer(svc, msg, req);
 	sb_metric_inc(&svc->lookups, 1);
 	sb_envelope_free(req);
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 }

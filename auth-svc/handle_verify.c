@@ -14,6 +14,7 @@
 #include "auth_svc.h"
 #include "jwt.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 #include "sb_util.h"
 
 /* A simplejwt access token: signature and claims here, the user (and its display
@@ -102,5 +103,5 @@ void auth_handle_verify(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	answer(svc, msg, req);
 	sb_metric_observe_us(&svc->request_seconds, (uint64_t)(sb_mono_us() - t0));
 	sb_envelope_free(req);
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 }

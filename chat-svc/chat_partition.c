@@ -207,7 +207,6 @@ void chat_partition_stop(struct chat_partition *part)
 	chat_send_parking_close(part); /* refused: look-ups that outlived the drain */
 	/* The writer no longer polls the partition's socket: a thread of its own sends what
 	 * the last batch published, and closes. */
-	sb_msgbin_empty(&part->bin);
 	if (sb_busio_start_thread(part->io) < 0)
 		SB_ERROR("partition_bus", "partition=%u msg=\"no thread to flush\"", part->id);
 	else
@@ -238,7 +237,6 @@ void chat_partition_destroy(struct chat_partition *part)
 	}
 	chat_writer_destroy(part->writer);
 	chat_send_parking_destroy(part);
-	sb_msgbin_empty(&part->bin);
 	if (part->io && sb_busio_start_thread(part->io) < 0)
 		SB_ERROR("partition_bus", "partition=%u msg=\"no thread to close\"", part->id);
 	sb_bus_destroy(part->bus, 100);

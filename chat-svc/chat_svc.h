@@ -15,8 +15,7 @@
 #include <stdint.h>
 
 #include "sb_metrics.h"
-#include "sb_msgbin.h"
-#include "sb_msgbin.h"
+#include "sb_msg.h"
 
 struct sb_bus;
 struct chat_store;
@@ -65,7 +64,6 @@ struct chat_partition {
 	struct sb_busio *io;
 	struct sb_bus *bus;
 	_Atomic int draining; /* chat_partition_drain has begun */
-	struct sb_msgbin bin; /* the writer thread's requests, destroyed in batches */
 	/* Sends waiting for their receiver's first look-up (send.c). The writer thread's,
 	 * but for the answers the look-up threads hand back. */
 	struct chat_parking *parking;

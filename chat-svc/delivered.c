@@ -18,6 +18,7 @@
 #include "chat_writer.h"
 #include "sb_bus.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 #include "sb_util.h"
 
 struct delivered_job {
@@ -131,5 +132,5 @@ void chat_delivered_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m
 	env = NULL; /* owned by the queued job */
 done:
 	sb_envelope_free(env);
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 }

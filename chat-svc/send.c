@@ -25,6 +25,7 @@
 #include "chat_writer.h"
 #include "sb_bus.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
 
@@ -444,5 +445,5 @@ void chat_send_handle(struct chat_partition *part, natsMsg *msg)
 		park(part->parking, p, job);
 done:
 	sb_envelope_free(env);
-	sb_msgbin_put(&part->bin, msg);
+	sb_msg_free(msg);
 }

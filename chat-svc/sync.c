@@ -14,6 +14,7 @@
 #include "chat_svc.h"
 #include "sb_bus.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 #include "sb_util.h"
 
 /* Room kept for the envelope around the messages. */
@@ -138,5 +139,5 @@ void chat_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 done:
 	chat_msg_free_list(rows, n);
 	sb_envelope_free(env);
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 }

@@ -9,6 +9,7 @@
 
 #include "sb_busio.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 
 /* The URL list for a log line, with any "user:password@" replaced by "***@": the
  * credentials of a NATS account must not reach the logs. */
@@ -355,7 +356,7 @@ natsStatus sb_bus_request(struct sb_bus *bus, const char *subject, const Sb__Env
 	if (s != NATS_OK)
 		return s;
 	*reply = sb_envelope_unpack(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 	return *reply ? NATS_OK : NATS_PROTOCOL_ERROR;
 }
 

@@ -15,7 +15,7 @@
 
 #include "sb_bus.h"
 #include "sb_metrics.h"
-#include "sb_msgbin.h"
+#include "sb_msg.h"
 
 struct gw_config {
 	const char *nats_url;
@@ -198,8 +198,7 @@ struct gw {
 	struct lws_vhost *vhost;
 	struct sb_bus *bus;
 	natsSubscription *inbox_sub;
-	int inbox_polled;     /* inbox_sub is synchronous, emptied by gw_handoff_poll_replies */
-	struct sb_msgbin bin; /* the loop's received messages, destroyed in batches */
+	int inbox_polled; /* inbox_sub is synchronous, emptied by gw_handoff_poll_replies */
 	natsSubscription *revoked_sub;
 	natsSubscription *notify_all_sub;
 	char instance[24];     /* random id of this gateway process */

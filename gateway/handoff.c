@@ -21,7 +21,7 @@ void gw_handoff_push(struct gw *gw, enum gw_event_kind kind, natsMsg *msg)
 {
 	struct gw_event *ev = malloc(sizeof *ev);
 	if (!ev) {
-		natsMsg_Destroy(msg);
+		sb_msg_free(msg);
 		return;
 	}
 	ev->kind = kind;
@@ -70,7 +70,7 @@ void gw_handoff_drain(struct gw *gw)
 			gw_ws_on_bus_state(gw, ev->kind == GW_EV_BUS_UP);
 			break;
 		}
-		sb_msgbin_put(&gw->bin, ev->msg);
+		sb_msg_free(ev->msg);
 		free(ev);
 		ev = next;
 	}
@@ -90,7 +90,7 @@ void gw_handoff_poll_replies(struct gw *gw)
 	/* At most what was there: a reply that arrives meanwhile is read on the next turn. */
 	while (pending-- > 0 && natsSubscription_NextMsg(&msg, gw->inbox_sub, 0) == NATS_OK) {
 		gw_requests_on_reply(gw, msg);
-		sb_msgbin_put(&gw->bin, msg);
+		sb_msg_free(msg);
 	}
 	gw->flush_batching = 0;
 	gw_conn_flush_collected(gw);
@@ -102,11 +102,10 @@ void gw_handoff_destroy(struct gw *gw)
 	while (ev) {
 		struct gw_event *next = ev->next;
 		if (ev->msg)
-			natsMsg_Destroy(ev->msg);
+			sb_msg_free(ev->msg);
 		free(ev);
 		ev = next;
 	}
 	gw->handoff.head = gw->handoff.tail = NULL;
-	sb_msgbin_empty(&gw->bin);
 	pthread_mutex_destroy(&gw->handoff.lock);
 }

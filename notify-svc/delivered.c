@@ -19,6 +19,7 @@
 #include "notify_svc.h"
 #include "sb_bus.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 #include "sb_util.h"
 
 #define CURSOR_QUEUE_MAX (1u << 18)
@@ -226,5 +227,5 @@ void notify_delivered_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg 
 	}
 done:
 	sb_envelope_free(env);
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 }

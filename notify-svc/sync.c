@@ -17,6 +17,7 @@
 #include "notify_svc.h"
 #include "sb_bus.h"
 #include "sb_log.h"
+#include "sb_msg.h"
 #include "sb_util.h"
 
 /* Room kept for the envelope around the notifications. */
@@ -158,5 +159,5 @@ void notify_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 done:
 	notify_row_free_list(rows, n);
 	sb_envelope_free(env);
-	natsMsg_Destroy(msg);
+	sb_msg_free(msg);
 }
