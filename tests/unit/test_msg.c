@@ -28,7 +28,7 @@
 size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
-#define NMSGS 256
+#define NMSGS   256
 #define PAYLOAD 4096
 
 /* Bytes the process has allocated now, by whichever allocator this build uses. */
