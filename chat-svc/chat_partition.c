@@ -118,6 +118,8 @@ static int open_writer(struct chat_partition *part)
 	}
 	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
 	limits.commit_seconds = &svc->commit_seconds;
+	if (svc->batch_max)
+		limits.max_batch = svc->batch_max;
 	struct chat_writer_pump pump = {sb_busio_fd(part->io), pump_run, pump_flush, part};
 	if (chat_writer_create_pumped(&part->writer, part->wr, part->id, &limits, &pump) < 0) {
 		SB_ERROR("writer_create", "partition=%u", part->id);

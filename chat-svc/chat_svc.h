@@ -39,6 +39,7 @@ struct chat_svc {
 	struct chat_receivers *receivers;
 	uint32_t partitions; /* P */
 	size_t max_message_bytes;
+	size_t batch_max; /* jobs per transaction (--batch-max); 0 = the writer's default */
 	_Atomic int ready;
 	struct sb_metrics metrics; /* served on /metrics (--http-listen) */
 	struct sb_metric acked, send_errors, synced, parked, commit_seconds;

@@ -40,6 +40,7 @@ struct config {
 	int64_t partitions;
 	int64_t auth_timeout_ms;
 	int64_t max_message_bytes;
+	int64_t batch_max;
 	const char *http_listen;
 };
 
@@ -159,6 +160,10 @@ static int check_config(const struct config *c)
 		fprintf(stderr, "error: --max-message-bytes must be 1..16777216\n");
 		return -1;
 	}
+	if (c->batch_max < 1 || c->batch_max > 8192) {
+		fprintf(stderr, "error: --batch-max must be 1..8192\n");
+		return -1;
+	}
 	if (!*c->data_dir) {
 		fprintf(stderr, "error: --data-dir is empty\n");
 		return -1;
@@ -184,6 +189,9 @@ int main(int argc, char **argv)
 	     "how long to wait for auth-svc to confirm a receiver"},
 	    {"max-message-bytes", "SB_MAX_MESSAGE_BYTES", SB_OPT_INT, &cfg.max_message_bytes,
 	     "65536", "longest accepted message text, in bytes"},
+	    {"batch-max", "SB_BATCH_MAX", SB_OPT_INT, &cfg.batch_max, "128",
+	     "most requests committed in one transaction (one fsync); the next batch is "
+	     "taken while the last one's acks travel"},
 	    {"http-listen", "SB_HTTP_LISTEN", SB_OPT_STR, &cfg.http_listen, "",
 	     "HOST:PORT for /healthz, /readyz and /metrics; empty = off"},
 	    {NULL, NULL, 0, NULL, NULL, NULL},
@@ -228,6 +236,7 @@ int main(int argc, char **argv)
 	svc.partitions = (uint32_t)cfg.partitions;
 	svc.nats_url = cfg.nats_url;
 	svc.max_message_bytes = (size_t)cfg.max_message_bytes;
+	svc.batch_max = (size_t)cfg.batch_max;
 	chat_metrics_init(&svc);
 	static struct sb_http *http;
 	if (sb_http_start(&http, cfg.http_listen, &svc.bus, &svc.ready, &svc.metrics) < 0)

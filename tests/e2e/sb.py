@@ -217,6 +217,24 @@ class Proc:
         return self.p.returncode
 
 
+def freeze(pid):
+    """SIGSTOP pid and wait until every thread of it is stopped (state T)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while True:
+        states = set()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.add(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states <= {"T", "t"}:
+            return
+        assert time.monotonic() < deadline, f"pid {pid} not stopped: {states}"
+        time.sleep(0.01)
+
+
 def wait_tcp(port, timeout=READY_TIMEOUT, proc=None):
     deadline = time.monotonic() + timeout
     while True:

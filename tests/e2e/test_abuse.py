@@ -640,24 +640,6 @@ def test_handshakes_waiting_for_auth_do_not_stall_other_sockets(cluster):
         f"{max(before):.3f}s): the auth.verify request blocks the gateway's event loop")
 
 
-def freeze(pid):
-    """SIGSTOP pid and wait until every thread of it is stopped (state T)."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 5
-    while True:
-        states = set()
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    states.add(f.read().rsplit(")", 1)[1].split()[0])
-            except OSError:
-                pass
-        if states <= {"T", "t"}:
-            return
-        assert time.monotonic() < deadline, f"pid {pid} not stopped: {states}"
-        time.sleep(0.01)
-
-
 def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster):
     """chat-svc asks auth-svc whether a receiver exists the first time it sees them (then
     caches the answer). With auth-svc frozen, sends to a receiver not yet known must
@@ -692,7 +674,7 @@ def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster
                 assert got["message"] == label, got
 
             # 1. auth-svc answers late (after 0.4 s): c1, c2 wait, then go out in order
-            freeze(cluster.auth.pid)
+            sb.freeze(cluster.auth.pid)
             try:
                 await wa.send_json({"receiver_id": c.id, "message": "c1"})
                 await wa.send_json({"receiver_id": c.id, "message": "c2"})
@@ -711,7 +693,7 @@ def test_sends_waiting_for_a_receiver_look_up_do_not_stall_other_senders(cluster
             assert [m1["id"], m2["id"]] == [r1["id"], r2["id"]]
 
             # 2. auth-svc silent past the look-up timeout: d1, d2 refused, in order
-            freeze(cluster.auth.pid)
+            sb.freeze(cluster.auth.pid)
             try:
                 await wa.send_json({"receiver_id": d.id, "message": "d1"})
                 await wa.send_json({"receiver_id": d.id, "message": "d2"})
@@ -754,7 +736,7 @@ def test_sigterm_refuses_sends_still_waiting_for_a_receiver_look_up(cluster):
                 await loop.run_in_executor(None, cluster.restart_chat)
                 wa = await cs.connect(cluster.url("chat", a.token), "a")
                 since = cluster.chat.log_size()
-                freeze(cluster.auth.pid)
+                sb.freeze(cluster.auth.pid)
                 try:
                     await wa.send_json({"receiver_id": c.id, "message": "parked"})
                     await asyncio.sleep(0.3)
