@@ -31,13 +31,13 @@ ctest: build
 fuzz-smoke: deps
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DSB_FUZZ=ON \
 		-DSB_FUZZ_SECONDS=$(or $(SMOKE_SECONDS),10) >/dev/null
-	@cmake --build build-fuzz -j $(JOBS) --target fuzz_frame fuzz_envelope fuzz_jwt fuzz_token fuzz_head fuzz_notify_inject
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_frame fuzz_envelope fuzz_jwt fuzz_token fuzz_head fuzz_notify_inject fuzz_render
 	@cd build-fuzz && ctest --output-on-failure -R '^fuzz_run_'
 
 # Long fuzzing; new inputs that add coverage are merged into the committed corpus.
 fuzz: deps
 	@$(MAKE) --no-print-directory fuzz-smoke SMOKE_SECONDS=$(FUZZ_SECONDS)
-	@for t in frame envelope jwt token head notify_inject; do \
+	@for t in frame envelope jwt token head notify_inject render; do \
 		build-fuzz/tests/fuzz/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t build-fuzz/tests/fuzz/new-$$t; \
 	done
 
