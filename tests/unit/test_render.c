@@ -98,10 +98,33 @@ static uint32_t next(void)
  * escaping. */
 static void random_text(char *out, size_t max)
 {
-	static const char *const pieces[] = {
-	    "\"", "\\", "/", "\b", "\f", "\n", "\r", "\t", "\x01", "\x1f", "\x7f", " ", "a", "Z",
-	    "0", "{", "}", "\xc3\xa9", "\xdf\xbf", "\xe2\x82\xac", "\xe2\x80\xa8", "\xef\xbf\xbf",
-	    "\xed\x9f\xbf", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf", "Hello!", "\\u0000"};
+	static const char *const pieces[] = {"\"",
+	                                     "\\",
+	                                     "/",
+	                                     "\b",
+	                                     "\f",
+	                                     "\n",
+	                                     "\r",
+	                                     "\t",
+	                                     "\x01",
+	                                     "\x1f",
+	                                     "\x7f",
+	                                     " ",
+	                                     "a",
+	                                     "Z",
+	                                     "0",
+	                                     "{",
+	                                     "}",
+	                                     "\xc3\xa9",
+	                                     "\xdf\xbf",
+	                                     "\xe2\x82\xac",
+	                                     "\xe2\x80\xa8",
+	                                     "\xef\xbf\xbf",
+	                                     "\xed\x9f\xbf",
+	                                     "\xf0\x9f\x98\x80",
+	                                     "\xf4\x8f\xbf\xbf",
+	                                     "Hello!",
+	                                     "\\u0000"};
 	size_t n = 0, want = next() % (max / 4);
 	while (n < want) {
 		const char *p = pieces[next() % (sizeof pieces / sizeof *pieces)];
@@ -128,10 +151,14 @@ static void expect_same(struct gw_buf *b, char *want, size_t want_len)
 static uint64_t random_id(void)
 {
 	switch (next() % 4) {
-	case 0: return 1;
-	case 1: return INT64_MAX;
-	case 2: return next();
-	default: return ((uint64_t)next() << 31) ^ next();
+	case 0:
+		return 1;
+	case 1:
+		return INT64_MAX;
+	case 2:
+		return next();
+	default:
+		return ((uint64_t)next() << 31) ^ next();
 	}
 }
 
@@ -222,12 +249,19 @@ static void test_invalid_utf8_becomes_replacement_characters(void **state)
 	static const struct {
 		const char *in, *out;
 	} cases[] = {
-	    {"a\xff" "b", "a\xef\xbf\xbd" "b"},
-	    {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                   /* overlong '/' */
-	    {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},   /* surrogate */
-	    {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* > U+10FFFF */
+	    {"a\xff"
+	     "b",
+	     "a\xef\xbf\xbd"
+	     "b"},
+	    {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong '/' */
+	    {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
+	    {"\xf4\x90\x80\x80",
+	     "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* > U+10FFFF */
 	    {"cut \xe2\x82", "cut \xef\xbf\xbd\xef\xbf\xbd"},
-	    {"\x80" "ok \xc3\xa9", "\xef\xbf\xbd" "ok \xc3\xa9"},
+	    {"\x80"
+	     "ok \xc3\xa9",
+	     "\xef\xbf\xbd"
+	     "ok \xc3\xa9"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		Sb__ChatMessage m = SB__CHAT_MESSAGE__INIT;
