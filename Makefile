@@ -56,10 +56,10 @@ test-asan:
 	@$(MAKE) --no-print-directory ctest BUILD=build-asan BUILD_TYPE=Debug CMAKE_EXTRA=-DSB_ASAN=ON
 
 format:
-	@clang-format -i $$(git ls-files '*.c' '*.h')
+	@clang-format -i $$(git ls-files --cached --others --exclude-standard '*.c' '*.h')
 
 format-check: deps
-	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') && echo "clang-format: clean"
+	@clang-format --dry-run --Werror $$(git ls-files --cached --others --exclude-standard '*.c' '*.h') && echo "clang-format: clean"
 
 
 clean:

@@ -168,6 +168,8 @@ struct fields {
 	const Sb__ChatSent *sent;
 	const Sb__Notification *note;
 	const char *error;
+	enum gw_kind kind; /* a delivery: reported once written */
+	uint64_t id, user_id;
 };
 
 static void write_frame(struct writer *w, const struct fields *f)
@@ -225,6 +227,9 @@ static struct gw_buf *render(const struct fields *f)
 		return NULL;
 	memset(b, 0, sizeof *b);
 	b->refs = 1;
+	b->kind = f->kind;
+	b->id = f->id;
+	b->user_id = f->user_id;
 	w = (struct writer){(char *)b->data + LWS_PRE, 0};
 	write_frame(&w, f);
 	b->len = w.len;
@@ -233,13 +238,8 @@ static struct gw_buf *render(const struct fields *f)
 
 struct gw_buf *gw_render_chat_message(const Sb__ChatMessage *m)
 {
-	struct gw_buf *b = render(&(struct fields){.chat = m});
-	if (b) {
-		b->kind = GW_CHAT;
-		b->id = m->id;
-		b->user_id = m->receiver_id;
-	}
-	return b;
+	return render(
+	    &(struct fields){.chat = m, .kind = GW_CHAT, .id = m->id, .user_id = m->receiver_id});
 }
 
 struct gw_buf *gw_render_message_sent(const Sb__ChatSent *s)
@@ -254,13 +254,8 @@ struct gw_buf *gw_render_error(const char *sentence)
 
 struct gw_buf *gw_render_notify(const Sb__Notification *n)
 {
-	struct gw_buf *b = render(&(struct fields){.note = n});
-	if (b) {
-		b->kind = GW_NOTIFY;
-		b->id = n->id;
-		b->user_id = n->user_id;
-	}
-	return b;
+	return render(
+	    &(struct fields){.note = n, .kind = GW_NOTIFY, .id = n->id, .user_id = n->user_id});
 }
 
 void gw_buf_ref(struct gw_buf *b)

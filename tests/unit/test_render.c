@@ -148,6 +148,16 @@ static void expect_same(struct gw_buf *b, char *want, size_t want_len)
 	gw_buf_unref(b);
 }
 
+/* A delivery also carries what the receipt needs. */
+static void expect_delivery(struct gw_buf *b, enum gw_kind kind, uint64_t id, uint64_t user_id,
+                            char *want, size_t want_len)
+{
+	assert_non_null(b);
+	assert_int_equal(b->kind, kind);
+	assert_true(b->id == id && b->user_id == user_id);
+	expect_same(b, want, want_len);
+}
+
 static uint64_t random_id(void)
 {
 	switch (next() % 4) {
@@ -181,11 +191,8 @@ static void test_chat_message_matches_jansson(void **state)
 		m.timestamp_ms = (int64_t)(next() % 4000000000u) * 1000 + next() % 1000;
 		size_t len;
 		char *want = ref_chat(&m, &len);
-		struct gw_buf *b = gw_render_chat_message(&m);
-		assert_non_null(b);
-		assert_int_equal(b->kind, GW_CHAT);
-		assert_true(b->id == m.id && b->user_id == m.receiver_id);
-		expect_same(b, want, len);
+		expect_delivery(gw_render_chat_message(&m), GW_CHAT, m.id, m.receiver_id, want,
+		                len);
 	}
 }
 
@@ -221,11 +228,7 @@ static void test_notify_matches_jansson(void **state)
 		n.timestamp_ms = (int64_t)(next() % 4000000000u) * 1000;
 		size_t len;
 		char *want = ref_notify(&n, &len);
-		struct gw_buf *b = gw_render_notify(&n);
-		assert_non_null(b);
-		assert_int_equal(b->kind, GW_NOTIFY);
-		assert_true(b->id == n.id && b->user_id == n.user_id);
-		expect_same(b, want, len);
+		expect_delivery(gw_render_notify(&n), GW_NOTIFY, n.id, n.user_id, want, len);
 	}
 }
 
