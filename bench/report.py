@@ -156,6 +156,9 @@ def main():
     def p99(r):
         return (r["result"].get("e2e_us") or {}).get("p99")
 
+    def steal(r):
+        return (r["result"].get("cpu") or {}).get("machine_steal_pct")
+
     rate_shown = {}
     for key, group in rate_groups.items():
         ranked = sorted(group, key=lambda r: (p99(r) is None, p99(r) or 0))
@@ -166,8 +169,9 @@ def main():
         md.append("")
         md.append("| offered/s | target | delivered/s | e2e p50 | e2e p99 | e2e p99.9 | "
                   "ack p50 | ack p99 | ack p99.9 | lost | unans. | dup | ooo | "
-                  "server CPU % | loadgen CPU % | machine CPU % | runs: e2e p99 |")
-        md.append("|" + "---|" * 17)
+                  "server CPU % | loadgen CPU % | machine CPU % | steal % | "
+                  "runs: e2e p99 (steal %) |")
+        md.append("|" + "---|" * 18)
         for r in sorted(rate_shown.values(), key=lambda r: (r["offered"], r["target"] != "relay")):
             x = r["result"]
             e, k, msgs = x.get("e2e_us", {}), x.get("ack_us", {}), x.get("messages", {})
@@ -182,14 +186,18 @@ def main():
                 f"{msgs.get('duplicated', '–')} | {msgs.get('out_of_order', '–')} | "
                 f"{num(server_cpu(x, r['target']))} | "
                 f"{num(x.get('cpu', {}).get('loadgen_pct'))} | "
-                f"{num(x.get('cpu', {}).get('machine_busy_pct'))} | "
-                f"{' / '.join(ms(p99(g)) for g in group)}"
+                f"{num(x.get('cpu', {}).get('machine_busy_pct'))} | {num(steal(r))} | "
+                f"{' / '.join(f'{ms(p99(g))} ({num(steal(g))})' for g in group)}"
                 f"{f' (lost in all: {lost})' if len(group) > 1 else ''} |")
         md.append("")
         if any(len(g) > 1 for g in rate_groups.values()):
             md.append("Rates run more than once: the row is the run of median e2e p99; the "
-                      "last column gives every run's p99, in the order run.")
-            md.append("")
+                      "last column gives every run's p99, in the order run, with the "
+                      "machine's steal time during it.")
+        md.append("\"steal %\": time the hypervisor ran something else on this virtual "
+                  "machine's CPUs while the run wanted them (100 % = one core); the latency "
+                  "tail rises with it.")
+        md.append("")
 
     max_runs = [r for r in runs if r["kind"] == "chat-max"]
     if max_runs:

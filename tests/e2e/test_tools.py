@@ -76,6 +76,10 @@ def test_chat_rate_offers_the_rate_it_was_asked_for(cluster, tokens):
                   "--rate", "200", "--duration", "2", "--drain", "3")
     assert_exact(res, 10)
     assert 300 <= res["messages"]["sent"] <= 450, res["messages"]
+    # the machine's CPU over the run, and the hypervisor's share of it (part of busy)
+    cpu = res["cpu"]
+    assert 0 < cpu["machine_busy_pct"] <= 100 * cpu["cpus"] + 1, cpu
+    assert 0 <= cpu["machine_steal_pct"] <= cpu["machine_busy_pct"], cpu
 
 
 def test_idle_holds_sockets_and_reports_gateway_memory(cluster, tokens):

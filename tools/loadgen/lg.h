@@ -139,7 +139,8 @@ struct lg_run {
 	uint64_t wconns[LG_MAX_WORKERS];
 	pid_t wpid[LG_MAX_WORKERS];
 	int64_t wcpu0_ns[LG_MAX_WORKERS], wcpu1_ns[LG_MAX_WORKERS];
-	int64_t sys_busy0, sys_total0, sys_busy1, sys_total1;         /* /proc/stat ticks */
+	int64_t sys_busy0, sys_steal0, sys_total0; /* /proc/stat ticks */
+	int64_t sys_busy1, sys_steal1, sys_total1;
 	int64_t wcpuc0_ns[LG_MAX_WORKERS], wcpuc1_ns[LG_MAX_WORKERS]; /* connect phase */
 	struct lg_watch watch[LG_MAX_PIDS];
 	int nwatch;

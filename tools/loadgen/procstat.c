@@ -70,7 +70,7 @@ int64_t lg_self_cpu_ns(void)
 	       ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
 }
 
-int lg_sys_cpu(int64_t *busy, int64_t *total)
+int lg_sys_cpu(int64_t *busy, int64_t *steal, int64_t *total)
 {
 	char buf[1024];
 	if (read_file("/proc/stat", buf, sizeof buf) < 0 || strncmp(buf, "cpu ", 4))
@@ -84,5 +84,6 @@ int lg_sys_cpu(int64_t *busy, int64_t *total)
 		sum += v[i];
 	*total = sum;
 	*busy = sum - v[3] - v[4];
+	*steal = v[7];
 	return 0;
 }

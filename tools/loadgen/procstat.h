@@ -16,8 +16,9 @@ int64_t lg_proc_rss_kb(pid_t pid);
 int64_t lg_proc_cpu_ns(pid_t pid);
 
 /* The machine's CPU time so far, all cores, in clock ticks: busy (everything but idle
- * and iowait) and total. 0, or -1 when /proc/stat cannot be read. */
-int lg_sys_cpu(int64_t *busy, int64_t *total);
+ * and iowait), steal (time the hypervisor gave our virtual CPUs to someone else; part
+ * of busy) and total. 0, or -1 when /proc/stat cannot be read. */
+int lg_sys_cpu(int64_t *busy, int64_t *steal, int64_t *total);
 
 /* The calling process's own CPU time (user + system) in nanoseconds. */
 int64_t lg_self_cpu_ns(void);

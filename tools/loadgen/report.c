@@ -162,6 +162,13 @@ static json_t *cpu(struct lg_run *run, int connect)
 	                        ? json_real(100.0 * (double)ncpu *
 	                                    (double)(run->sys_busy1 - run->sys_busy0) / (double)dt)
 	                        : json_null());
+	/* of which the hypervisor ran someone else on our virtual CPUs: on a shared VM
+	 * the latency tail follows it */
+	json_object_set_new(
+	    o, "machine_steal_pct",
+	    dt > 0 ? json_real(100.0 * (double)ncpu * (double)(run->sys_steal1 - run->sys_steal0) /
+	                       (double)dt)
+	           : json_null());
 	return o;
 }
 

@@ -167,9 +167,9 @@ void lg_run_mark_cpu(struct lg_run *run, int which)
 		*slot[which] = v;
 	}
 	if (which == 0)
-		lg_sys_cpu(&run->sys_busy0, &run->sys_total0);
+		lg_sys_cpu(&run->sys_busy0, &run->sys_steal0, &run->sys_total0);
 	else if (which == 1)
-		lg_sys_cpu(&run->sys_busy1, &run->sys_total1);
+		lg_sys_cpu(&run->sys_busy1, &run->sys_steal1, &run->sys_total1);
 	for (int i = 0; i < run->nwatch; i++) {
 		struct lg_watch *wt = &run->watch[i];
 		int64_t *slot[] = {&wt->cpu0_ns, &wt->cpu1_ns, &wt->cpuc0_ns, &wt->cpuc1_ns};
