@@ -70,8 +70,14 @@ void chat_metrics_init(struct chat_svc *svc)
 	            "auth look-up.",
 	    .type = SB_COUNTER};
 	svc->commit_seconds = (struct sb_metric){.name = "sb_chat_commit_seconds",
-	                                         .help = "SQLite group-commit transaction time.",
+	                                         .help = "SQLite group-commit transaction time "
+	                                                 "(commits that fsync the WAL).",
 	                                         .type = SB_HISTOGRAM};
+	svc->unsynced_commits = (struct sb_metric){
+	    .name = "sb_chat_unsynced_commits_total",
+	    .help = "Commits of delivery receipts alone, which leave the fsync to the next "
+	            "commit of a message.",
+	    .type = SB_COUNTER};
 	svc->checkpoint_bg_seconds = (struct sb_metric){
 	    .name = "sb_chat_checkpoint_seconds",
 	    .labels = "by=\"background\"",
@@ -82,6 +88,7 @@ void chat_metrics_init(struct chat_svc *svc)
 	sb_metrics_add(&svc->metrics, &svc->checkpoint_writer_seconds);
 	sb_metrics_add(&svc->metrics, &svc->checkpoint_bg_seconds);
 	sb_metrics_add(&svc->metrics, &svc->commit_seconds);
+	sb_metrics_add(&svc->metrics, &svc->unsynced_commits);
 	sb_metrics_add(&svc->metrics, &svc->synced);
 	sb_metrics_add(&svc->metrics, &svc->parked);
 	sb_metrics_add(&svc->metrics, &svc->send_errors);

@@ -118,6 +118,7 @@ static int open_writer(struct chat_partition *part)
 	}
 	struct chat_writer_limits limits = CHAT_WRITER_LIMITS_DEFAULT;
 	limits.commit_seconds = &svc->commit_seconds;
+	limits.unsynced_commits = &svc->unsynced_commits;
 	if (svc->batch_max)
 		limits.max_batch = svc->batch_max;
 	struct chat_writer_pump pump = {sb_busio_fd(part->io), pump_run, pump_flush, part};
@@ -218,13 +219,13 @@ void chat_partition_stop(struct chat_partition *part)
 	SB_INFO("writer_stats",
 	        "partition=%u batches=%llu jobs=%llu avg_batch=%.1f max_batch=%zu "
 	        "batch_1=%llu batch_2_7=%llu batch_8_63=%llu batch_64_511=%llu batch_512_up=%llu "
-	        "failed_batches=%llu refused=%llu",
+	        "failed_batches=%llu unsynced_batches=%llu refused=%llu",
 	        part->id, (unsigned long long)st.batches, (unsigned long long)st.jobs,
 	        st.batches ? (double)st.jobs / (double)st.batches : 0.0, st.max_batch,
 	        (unsigned long long)st.buckets[0], (unsigned long long)st.buckets[1],
 	        (unsigned long long)st.buckets[2], (unsigned long long)st.buckets[3],
 	        (unsigned long long)st.buckets[4], (unsigned long long)st.failed_batches,
-	        (unsigned long long)st.refused);
+	        (unsigned long long)st.unsynced_batches, (unsigned long long)st.refused);
 }
 
 void chat_partition_destroy(struct chat_partition *part)

@@ -23,6 +23,7 @@ struct chat_store {
 	uint32_t partitions;
 	uint32_t partition;
 	int readonly;
+	int durable; /* synchronous=FULL (1) or NORMAL (0) */
 	sqlite3_stmt *begin;
 	sqlite3_stmt *commit;
 	sqlite3_stmt *rollback;
@@ -172,6 +173,7 @@ int chat_store_open(struct chat_store **out, const char *path, uint32_t partitio
 	st->partitions = partitions;
 	st->partition = partition;
 	st->readonly = readonly;
+	st->durable = 1;
 	int flags = SQLITE_OPEN_NOMUTEX |
 	            (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
 	if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
@@ -247,6 +249,18 @@ static int step_done(struct chat_store *st, sqlite3_stmt *stmt, const char *op)
 int chat_store_begin(struct chat_store *st)
 {
 	return step_done(st, st->begin, "begin");
+}
+
+int chat_store_set_durable(struct chat_store *st, int durable)
+{
+	durable = !!durable;
+	if (st->durable == durable)
+		return 0;
+	/* a PRAGMA acts when it is compiled, so it is run afresh, not kept prepared */
+	if (exec(st, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL") < 0)
+		return -1;
+	st->durable = durable;
+	return 0;
 }
 
 int chat_store_commit(struct chat_store *st)

@@ -70,6 +70,12 @@ struct sqlite3 *chat_store_handle(struct chat_store *st);
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Return 0 or -1 (logged); rollback is a no-op
  * outside a transaction. */
 int chat_store_begin(struct chat_store *st);
+
+/* Whether the next commits fsync the WAL (1, the default: synchronous=FULL) or leave it
+ * to the next commit that does, or to the checkpoint (0: synchronous=NORMAL; the
+ * transaction survives a crash of the process, not of the machine). Outside a
+ * transaction only. Return 0 or -1 (logged). */
+int chat_store_set_durable(struct chat_store *st, int durable);
 int chat_store_commit(struct chat_store *st);
 void chat_store_rollback(struct chat_store *st);
 

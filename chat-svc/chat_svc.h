@@ -42,7 +42,7 @@ struct chat_svc {
 	size_t batch_max; /* jobs per transaction (--batch-max); 0 = the writer's default */
 	_Atomic int ready;
 	struct sb_metrics metrics; /* served on /metrics (--http-listen) */
-	struct sb_metric acked, send_errors, synced, parked, commit_seconds;
+	struct sb_metric acked, send_errors, synced, parked, commit_seconds, unsynced_commits;
 	struct sb_metric checkpoint_bg_seconds, checkpoint_writer_seconds;
 };
 

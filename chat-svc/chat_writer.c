@@ -55,13 +55,16 @@ static int bucket_of(size_t n)
 	return 4;
 }
 
-/* Writer thread: one transaction for the whole batch, then every job answers. */
+/* Writer thread: one transaction for the whole batch, then every job answers. Returns
+ * 1 when it committed, 2 when it committed without an fsync, 0 when it rolled back. */
 static int run_batch(struct chat_writer *w, struct chat_job *batch, size_t n)
 {
 	int64_t t0 = sb_mono_ms();
 	int64_t t0_us = sb_mono_us();
-	int committed = 0;
-	if (chat_store_begin(w->st) == 0) {
+	int committed = 0, durable = 0;
+	for (struct chat_job *j = batch; j && !durable; j = j->next)
+		durable = j->ops->durable;
+	if (chat_store_set_durable(w->st, durable) == 0 && chat_store_begin(w->st) == 0) {
 		int ok = 1;
 		for (struct chat_job *j = batch; j && ok; j = j->next)
 			ok = j->ops->store(j, w->st) == 0;
@@ -70,8 +73,10 @@ static int run_batch(struct chat_writer *w, struct chat_job *batch, size_t n)
 		else
 			chat_store_rollback(w->st);
 	}
-	if (committed && w->lim.commit_seconds)
+	if (committed && durable && w->lim.commit_seconds)
 		sb_metric_observe_us(w->lim.commit_seconds, (uint64_t)(sb_mono_us() - t0_us));
+	if (committed && !durable && w->lim.unsynced_commits)
+		sb_metric_inc(w->lim.unsynced_commits, 1);
 	if (committed)
 		SB_DEBUG("batch_committed", "partition=%u jobs=%zu ms=%lld", w->partition, n,
 		         (long long)(sb_mono_ms() - t0));
@@ -83,7 +88,7 @@ static int run_batch(struct chat_writer *w, struct chat_job *batch, size_t n)
 		j->next = NULL;
 		j->ops->finish(j, committed);
 	}
-	return committed;
+	return committed && !durable ? 2 : committed;
 }
 
 /* Under mu, with w->head set: commit up to max_batch jobs (mu is released meanwhile). */
@@ -110,6 +115,7 @@ static void take_and_run(struct chat_writer *w)
 	w->stats.batches++;
 	w->stats.jobs += n;
 	w->stats.failed_batches += !committed;
+	w->stats.unsynced_batches += committed == 2;
 	w->stats.buckets[bucket_of(n)]++;
 	if (n > w->stats.max_batch)
 		w->stats.max_batch = n;

@@ -28,6 +28,12 @@ struct chat_job_ops {
 	/* Writer thread, after COMMIT (committed = 1) or ROLLBACK (0). Answers whoever
 	 * is waiting and frees the job. */
 	void (*finish)(struct chat_job *job, int committed);
+	/* 1: finish() tells someone the job is on disk (an ack), so its batch commits with
+	 * an fsync. 0: losing the job in a power cut is harmless (a delivery receipt: the
+	 * rows are replayed and the gateways drop what they already wrote); a batch of only
+	 * such jobs commits without an fsync, and the next durable commit (or the
+	 * checkpoint) syncs it along, since the WAL is one file written in order. */
+	int durable;
 };
 
 /* Embedded as the first member of each kind of job. */
@@ -41,7 +47,8 @@ struct chat_writer_limits {
 	size_t max_jobs;                  /* queued jobs beyond which submit refuses (e.g. 65536) */
 	size_t max_bytes;                 /* queued bytes beyond which submit refuses */
 	size_t max_batch;                 /* jobs per transaction (e.g. 128) */
-	struct sb_metric *commit_seconds; /* optional histogram of transaction times */
+	struct sb_metric *commit_seconds; /* optional histogram of fsyncing commits' times */
+	struct sb_metric *unsynced_commits; /* optional counter of commits without an fsync */
 };
 
 /* 128 jobs a transaction: under a closed loop a batch of everything queued (up to 1,024
@@ -50,7 +57,7 @@ struct chat_writer_limits {
  * docs/benchmarks.md), and 128 rows still spread each fsync over many messages. */
 #define CHAT_WRITER_LIMITS_DEFAULT                                                                 \
 	{                                                                                          \
-		65536, 256u << 20, 128, NULL                                                       \
+		65536, 256u << 20, 128, NULL, NULL                                                 \
 	}
 
 /* Batch-size histogram buckets: 1, 2-7, 8-63, 64-511, 512+. */
@@ -60,7 +67,8 @@ struct chat_writer_stats {
 	uint64_t batches;
 	uint64_t jobs;
 	uint64_t failed_batches;
-	uint64_t refused; /* submits refused because the queue was full or stopped */
+	uint64_t unsynced_batches; /* committed without an fsync: no durable job in them */
+	uint64_t refused;          /* submits refused because the queue was full or stopped */
 	size_t max_batch;
 	uint64_t buckets[CHAT_WRITER_BUCKETS];
 	size_t queued; /* jobs waiting right now */

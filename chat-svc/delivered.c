@@ -56,7 +56,7 @@ static void delivered_finish(struct chat_job *base, int committed)
 	free(job);
 }
 
-static const struct chat_job_ops delivered_ops = {delivered_store, delivered_finish};
+static const struct chat_job_ops delivered_ops = {delivered_store, delivered_finish, 0};
 
 /* NULL, or why the receipt cannot be this partition's. */
 static const char *receipt_invalid(const struct chat_partition *part, const Sb__Delivered *d)

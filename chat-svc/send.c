@@ -190,7 +190,7 @@ static void send_finish(struct chat_job *base, int committed)
 	send_job_free(job);
 }
 
-static const struct chat_job_ops send_ops = {send_store, send_finish};
+static const struct chat_job_ops send_ops = {send_store, send_finish, 1};
 
 /* The first reason the request cannot be accepted, or NULL. */
 static const char *invalid(const struct chat_partition *part, const Sb__Envelope *env)

@@ -16,11 +16,73 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "chat_store.h"
 #include "chat_writer.h"
 #include "sb_log.h"
 #include "tmpdb.h"
+
+/* ---- a VFS that counts fsyncs: the default one, with xSync counted ---- */
+
+static sqlite3_vfs counting_vfs;
+static int syncs;
+
+/* The default VFS gives files of different kinds different method tables (the
+ * database's take locks, its WAL's do not): one counting copy of each. */
+#define KINDS 4
+static const sqlite3_io_methods *real_methods[KINDS];
+static sqlite3_io_methods counting_methods[KINDS];
+
+static int counting_sync(sqlite3_file *f, int flags)
+{
+	__atomic_add_fetch(&syncs, 1, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < KINDS; i++)
+		if (f->pMethods == &counting_methods[i])
+			return real_methods[i]->xSync(f, flags);
+	return SQLITE_IOERR_FSYNC;
+}
+
+static pthread_mutex_t counting_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
+                         int *out_flags)
+{
+	sqlite3_vfs *real = vfs->pAppData;
+	int rc = real->xOpen(real, name, f, flags, out_flags);
+	if (rc != SQLITE_OK || !f->pMethods)
+		return rc;
+	pthread_mutex_lock(&counting_mu);
+	int i = 0;
+	while (i < KINDS && real_methods[i] && real_methods[i] != f->pMethods)
+		i++;
+	if (i < KINDS && !real_methods[i]) {
+		counting_methods[i] = *f->pMethods;
+		counting_methods[i].xSync = counting_sync;
+		real_methods[i] = f->pMethods;
+	}
+	if (i < KINDS)
+		f->pMethods = &counting_methods[i];
+	pthread_mutex_unlock(&counting_mu);
+	assert_true(i < KINDS);
+	return rc;
+}
+
+static void install_counting_vfs(void)
+{
+	sqlite3_vfs *real = sqlite3_vfs_find(NULL);
+	assert_non_null(real);
+	counting_vfs = *real;
+	counting_vfs.zName = "counting";
+	counting_vfs.pAppData = real;
+	counting_vfs.xOpen = counting_open;
+	assert_int_equal(sqlite3_vfs_register(&counting_vfs, 1), SQLITE_OK);
+}
+
+static int sync_count(void)
+{
+	return __atomic_load_n(&syncs, __ATOMIC_SEQ_CST);
+}
 
 struct world {
 	struct tmpdb db;
@@ -70,7 +132,10 @@ static void job_finish(struct chat_job *base, int committed)
 	free(j);
 }
 
-static const struct chat_job_ops ops = {job_store, job_finish};
+static const struct chat_job_ops ops = {job_store, job_finish, 1};
+
+/* A job nobody is told is on disk (like a delivery receipt). */
+static const struct chat_job_ops lax_ops = {job_store, job_finish, 0};
 
 /* Blocks the writer thread inside its transaction until the test opens the gate. */
 static int gate_store(struct chat_job *base, struct chat_store *st)
@@ -86,7 +151,7 @@ static int gate_store(struct chat_job *base, struct chat_store *st)
 	return 0;
 }
 
-static const struct chat_job_ops gate_ops = {gate_store, job_finish};
+static const struct chat_job_ops gate_ops = {gate_store, job_finish, 1};
 
 static struct chat_job *new_job(struct world *w, int number, const struct chat_job_ops *o)
 {
@@ -155,7 +220,7 @@ static void test_group_commit_batches_in_order(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {1000, 1u << 20, 64, NULL};
+	struct chat_writer_limits lim = {1000, 1u << 20, 64, NULL, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr);
 	for (int i = 0; i < 200; i++)
@@ -197,7 +262,7 @@ static void test_failure_rolls_back_the_batch(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {1000, 1u << 20, 1024, NULL};
+	struct chat_writer_limits lim = {1000, 1u << 20, 1024, NULL, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr);
 	for (int i = 0; i < 10; i++) {
@@ -226,7 +291,7 @@ static void test_queue_is_bounded(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {4, 1u << 20, 1024, NULL};
+	struct chat_writer_limits lim = {4, 1u << 20, 1024, NULL, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr); /* the gate has left the queue: 4 free places */
 	for (int i = 0; i < 4; i++)
@@ -248,7 +313,7 @@ static void test_byte_bound(void **state)
 {
 	struct world *w = *state;
 	struct chat_writer *wr = NULL;
-	struct chat_writer_limits lim = {1000, 250, 1024, NULL};
+	struct chat_writer_limits lim = {1000, 250, 1024, NULL, NULL};
 	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
 	close_gate(w, wr);
 	submit_ok(wr, new_job(w, 0, &ops)); /* 100 */
@@ -347,7 +412,7 @@ static void test_pumped_writer(void **state)
 	struct pipe_pump p = {.w = w};
 	assert_int_equal(pipe(p.fds), 0);
 	assert_int_equal(fcntl(p.fds[0], F_SETFL, O_NONBLOCK), 0);
-	struct chat_writer_limits lim = {1000, 1u << 20, 1024, NULL};
+	struct chat_writer_limits lim = {1000, 1u << 20, 1024, NULL, NULL};
 	struct chat_writer_pump pump = {p.fds[0], pipe_pump_run, pipe_pump_flush, &p};
 	assert_int_equal(chat_writer_create_pumped(&p.wr, w->st, 0, &lim, &pump), 0);
 
@@ -398,11 +463,58 @@ static void test_pumped_writer(void **state)
 	close(p.fds[1]);
 }
 
+/* A batch of jobs nobody waits on for durability commits without an fsync; the next
+ * batch with a durable job in it fsyncs (and so carries the earlier one to disk). */
+static void test_only_durable_batches_fsync(void **state)
+{
+	struct world *w = *state;
+	struct chat_writer *wr = NULL;
+	struct chat_writer_limits lim = {1000, 1u << 20, 64, NULL, NULL};
+	assert_int_equal(chat_writer_create(&wr, w->st, 0, &lim), 0);
+
+	int before = sync_count();
+	submit_ok(wr, new_job(w, 0, &lax_ops));
+	assert_int_equal(wait_finished(w, 1), 1);
+	assert_int_equal(sync_count(), before); /* no fsync */
+
+	submit_ok(wr, new_job(w, 1, &ops));
+	assert_int_equal(wait_finished(w, 2), 2);
+	assert_true(sync_count() > before);
+
+	/* a durable job anywhere in a batch makes the batch fsync */
+	close_gate(w, wr);
+	submit_ok(wr, new_job(w, 2, &lax_ops));
+	submit_ok(wr, new_job(w, 3, &ops));
+	int mid = sync_count();
+	open_gate(w);
+	chat_writer_stop(wr);
+	assert_true(sync_count() > mid);
+
+	assert_int_equal(w->committed, 5);
+	struct chat_writer_stats st;
+	chat_writer_get_stats(wr, &st);
+	assert_int_equal(st.batches, 4); /* lax, durable, gate, lax + durable */
+	assert_int_equal(st.unsynced_batches, 1);
+	chat_writer_destroy(wr);
+
+	/* all four rows are there, in order */
+	struct chat_msg *rows;
+	size_t n;
+	int more;
+	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 1000, &rows, &n, &more), 0);
+	assert_int_equal(n, 4);
+	assert_string_equal(rows[0].body, "job-0");
+	assert_string_equal(rows[3].body, "job-3");
+	chat_msg_free_list(rows, n);
+}
+
 int main(void)
 {
 	sb_log_init("test_chat_writer", "error");
+	install_counting_vfs();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_group_commit_batches_in_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_only_durable_batches_fsync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failure_rolls_back_the_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_is_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_byte_bound, setup, teardown),
