@@ -223,8 +223,8 @@ def main():
         md.append("")
         md.append("| target | idle sockets | loadgen procs | delivered/s | runs | median of 1 s | "
                   "% of relay | e2e p50 | e2e p99 | ack p50 | ack p99 | lost | server CPU % | "
-                  "loadgen CPU % |")
-        md.append("|" + "---|" * 14)
+                  "loadgen CPU % | steal % |")
+        md.append("|" + "---|" * 15)
         for (target, idle, workers), r, d, all_rates in rows:
             x = r["result"]
             rate = x.get("rate", {})
@@ -237,7 +237,8 @@ def main():
                 f"{ms(x.get('ack_us', {}).get('p50'))} | {ms(x.get('ack_us', {}).get('p99'))} | "
                 f"{sum(rr['result'].get('messages', {}).get('lost', 0) for rr in groups[(target, idle, workers)])} | "
                 f"{num(server_cpu(x, target))} | "
-                f"{num(x.get('cpu', {}).get('loadgen_pct'))} |")
+                f"{num(x.get('cpu', {}).get('loadgen_pct'))} | "
+                f"{num(x.get('cpu', {}).get('machine_steal_pct'))} |")
         md.append("")
 
     raw = []
