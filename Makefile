@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan bench soak format format-check clean
+.PHONY: all deps build run test ctest fuzz-smoke fuzz test-asan bench bench-steal soak format format-check clean
 
 all: build
 
@@ -50,6 +50,13 @@ bench: build
 # server sampled every 10 s: bench/results/soak/latest.md.
 soak: build
 	@SB_BENCH_ONLY=soak SB_BENCH_OUT=bench/results/soak bench/run.sh $(BUILD)
+
+# 5,000 msg/s twenty times, relay and Switchboard in turn (~10 min), the p99 of each run
+# beside the hypervisor's steal during it: bench/results/steal/latest.md.
+bench-steal: build
+	@SB_BENCH_ONLY=rates SB_BENCH_RATES=$${SB_BENCH_RATES:-5000} \
+	 SB_BENCH_REPEAT=$${SB_BENCH_REPEAT:-20} SB_BENCH_SECONDS=$${SB_BENCH_SECONDS:-8} \
+	 SB_BENCH_OUT=bench/results/steal bench/run.sh $(BUILD)
 
 # The same suite (unit, end-to-end, deploy, corpus replay) under ASan + UBSan.
 test-asan:

@@ -33,6 +33,40 @@ def num(v, fmt="{:,.0f}"):
     return "–" if v is None else fmt.format(v)
 
 
+STEAL_BANDS = ((0, 5), (5, 15), (15, 30), (30, None))
+
+
+def steal_bands(rate_groups, p99, steal):
+    """For rates run many times (`make bench-steal`): the median e2e p99 of the runs in
+    each band of steal, relay and Switchboard side by side."""
+    md = []
+    for offered in sorted({o for o, _ in rate_groups}):
+        groups = {t: g for (o, t), g in rate_groups.items() if o == offered}
+        if max(len(g) for g in groups.values()) < 6:
+            continue
+        if not md:
+            md.append("**e2e p99 against steal** (rates run six times or more; the median "
+                      "p99 of the runs whose steal fell in each band, and how many there were)")
+            md.append("")
+            md.append("| offered/s | target | runs | "
+                      + " | ".join(f"steal {lo}–{hi} %" if hi else f"steal ≥ {lo} %"
+                                   for lo, hi in STEAL_BANDS)
+                      + " | all runs |")
+            md.append("|" + "---|" * (4 + len(STEAL_BANDS)))
+        for target in sorted(groups, key=lambda t: t != "relay"):
+            runs = [(p99(r), steal(r)) for r in groups[target]
+                    if p99(r) is not None and steal(r) is not None]
+            cells = []
+            for lo, hi in STEAL_BANDS:
+                band = [p for p, st in runs if st >= lo and (hi is None or st < hi)]
+                cells.append(f"{ms(statistics.median(band))} ({len(band)})" if band else "–")
+            md.append(f"| {offered:,} | {target} | {len(runs)} | " + " | ".join(cells)
+                      + f" | {ms(statistics.median(p for p, _ in runs)) if runs else '–'} |")
+    if md:
+        md.append("")
+    return md
+
+
 def cpu_of(result, names):
     """Summed CPU % over the run window of the watched processes called `names`."""
     total, seen = 0.0, False
@@ -198,6 +232,7 @@ def main():
                   "machine's CPUs while the run wanted them (100 % = one core); the latency "
                   "tail rises with it.")
         md.append("")
+        md += steal_bands(rate_groups, p99, steal)
 
     max_runs = [r for r in runs if r["kind"] == "chat-max"]
     if max_runs:

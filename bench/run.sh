@@ -41,6 +41,9 @@
 #                           2000/s) plus one broadcast a second for SECONDS, the RSS of every
 #                           server sampled every 10 s (`make soak`: 600 s, nothing else)
 #   SB_BENCH_ONLY=soak      skip every other scenario
+#   SB_BENCH_ONLY=rates     only the chat-rate runs (relay and Switchboard in turn), e.g.
+#                           `make bench-steal`: 5,000/s twenty times, to read the p99
+#                           against the hypervisor's steal (a table in the report)
 #   SB_BENCH_PERF=1         perf record -g the gateway during Switchboard's chat-max
 #   SB_BENCH_KEEP=1         keep the temporary directory (logs, raw results)
 #   SB_BENCH_NATS_GOMAXPROCS=N  GOMAXPROCS of nats-server (default 1, as `make run`; empty:
@@ -250,8 +253,10 @@ start_gateway() {
 start_gateway
 
 # Users: chat pairs first, then the idle/fanout users.
-if [ "$ONLY" = soak ]; then
+if [ "$ONLY" = soak ] || [ "$ONLY" = rates ]; then
   IDLE_USERS=0; FANOUT=""; MIXED_USERS=0
+fi
+if [ "$ONLY" = soak ]; then
   [ "$SOAK" -gt 0 ] || SOAK=600
 fi
 MAX_FANOUT=0
@@ -295,16 +300,6 @@ lg() {
 }
 
 if [ "$ONLY" != soak ]; then
-# --- raw stages
-echo "bench: sqlitebench" >&2
-"$BUILD/tools/sb-sqlitebench" --dir "$TMP" --seconds "$RAW_SECONDS" >"$TMP/res/sqlite.json" \
-  2>>"$TMP/logs/sqlitebench.log"
-echo "bench: natsbench" >&2
-"$BUILD/tools/sb-natsbench" --nats "$NATS_URL" --seconds "$RAW_SECONDS" --sync-seconds 1 \
-  --global-delivery >"$TMP/res/nats.json" 2>>"$TMP/logs/natsbench.log"
-"$BUILD/tools/sb-natsbench" --nats "$NATS_URL" --seconds "$RAW_SECONDS" --sync-seconds 1 \
-  --global-delivery --send-asap >"$TMP/res/nats-asap.json" 2>>"$TMP/logs/natsbench.log"
-
 CHAT=(--pairs "$PAIRS" --duration "$SECONDS_PER_RUN" --drain 5)
 
 stop_pid() { # PID: SIGTERM, 15 s grace, SIGKILL
@@ -323,6 +318,17 @@ sb_quiet() {
   GW_PIDS=()
   start_gateway
 }
+
+if [ "$ONLY" != rates ]; then
+# --- raw stages
+echo "bench: sqlitebench" >&2
+"$BUILD/tools/sb-sqlitebench" --dir "$TMP" --seconds "$RAW_SECONDS" >"$TMP/res/sqlite.json" \
+  2>>"$TMP/logs/sqlitebench.log"
+echo "bench: natsbench" >&2
+"$BUILD/tools/sb-natsbench" --nats "$NATS_URL" --seconds "$RAW_SECONDS" --sync-seconds 1 \
+  --global-delivery >"$TMP/res/nats.json" 2>>"$TMP/logs/natsbench.log"
+"$BUILD/tools/sb-natsbench" --nats "$NATS_URL" --seconds "$RAW_SECONDS" --sync-seconds 1 \
+  --global-delivery --send-asap >"$TMP/res/nats-asap.json" 2>>"$TMP/logs/natsbench.log"
 
 # --- chat-max: the most each sustains; the relay with 1 and 2 load generator processes
 lg "max-relay" chat-max relay 0 chat-max --target "127.0.0.1:$RELAY_PORT" "${CHAT[@]}" \
@@ -383,6 +389,7 @@ fi
 kill -TERM "$MIXED_PID" 2>/dev/null || true # it reports and exits early on SIGTERM
 wait "$MIXED_PID" 2>/dev/null || true
 sb_quiet
+fi # not SB_BENCH_ONLY=rates
 
 # --- chat-rate: the relay and Switchboard at each offered rate, side by side
 for r in $RATES; do
@@ -410,6 +417,7 @@ for r in ${SB_BENCH_REPEAT_RATES-5000}; do
   done
 done
 
+if [ "$ONLY" != rates ]; then
 # --- sockets: fresh gateways (memory a gateway freed stays in its RSS), all on one port.
 # REPEAT runs, each on fresh gateways and on source addresses of its own: the last run's
 # sockets sit in TIME_WAIT on theirs for a minute. The report quotes the median.
@@ -449,8 +457,9 @@ if [ "$HAVE_NOTIFY" = 1 ]; then
 else
   echo "bench: notify-svc not built: no fanout" >&2
 fi
+fi # not SB_BENCH_ONLY=rates
 
-fi # SB_BENCH_ONLY
+fi # not SB_BENCH_ONLY=soak
 
 # --- soak: steady chat traffic plus a broadcast a second; RSS of every server every 10 s
 if [ "$SOAK" -gt 0 ]; then
@@ -491,7 +500,7 @@ python3 "$ROOT/bench/report.py" --dir "$TMP/res" --out "$OUT" --git "$GIT" --qui
   --build-type "${BUILD_TYPE:-none}" --gateways "$GATEWAYS" --pairs "$PAIRS" \
   --reuse-port "$REUSE_PORT_WORKS" --busy-before "$BUSY_BEFORE" \
   --soak-rss "$TMP/res/soak-rss.tsv" --nats-gomaxprocs "${NATS_GOMAXPROCS:-default}"
-if [ "$ONLY" = soak ]; then
+if [ -n "$ONLY" ]; then
   : # no latency sweep: no plot
 elif command -v gnuplot >/dev/null; then
   gnuplot -e "datafile='$OUT/latency.dat'; outfile='$OUT/latency.png'" "$ROOT/bench/latency.gp" \
