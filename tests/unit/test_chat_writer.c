@@ -216,6 +216,22 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Exactly jobs 0..n-1 are stored (for receiver 2), in that order. */
+static void expect_stored(struct world *w, size_t n)
+{
+	struct chat_msg *rows;
+	size_t got;
+	int more;
+	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 1000, &rows, &got, &more), 0);
+	assert_int_equal(got, n);
+	for (size_t i = 0; i < n; i++) {
+		char want[32];
+		snprintf(want, sizeof want, "job-%zu", i);
+		assert_string_equal(rows[i].body, want);
+	}
+	chat_msg_free_list(rows, got);
+}
+
 static void test_group_commit_batches_in_order(void **state)
 {
 	struct world *w = *state;
@@ -247,15 +263,7 @@ static void test_group_commit_batches_in_order(void **state)
 	for (int i = 1; i < 200; i++)
 		assert_true(w->ids[i] == w->ids[i - 1] + 1);
 	chat_writer_destroy(wr);
-
-	struct chat_msg *rows;
-	size_t n;
-	int more;
-	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 1000, &rows, &n, &more), 0);
-	assert_int_equal(n, 200);
-	assert_string_equal(rows[0].body, "job-0");
-	assert_string_equal(rows[199].body, "job-199");
-	chat_msg_free_list(rows, n);
+	expect_stored(w, 200);
 }
 
 static void test_failure_rolls_back_the_batch(void **state)
@@ -280,11 +288,7 @@ static void test_failure_rolls_back_the_batch(void **state)
 	chat_writer_destroy(wr);
 
 	/* Jobs 0..4 ran before the failure, yet none of them is stored. */
-	struct chat_msg *rows;
-	size_t n;
-	int more;
-	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 100, &rows, &n, &more), 0);
-	assert_int_equal(n, 0);
+	expect_stored(w, 0);
 }
 
 static void test_queue_is_bounded(void **state)
@@ -497,15 +501,7 @@ static void test_only_durable_batches_fsync(void **state)
 	assert_int_equal(st.unsynced_batches, 1);
 	chat_writer_destroy(wr);
 
-	/* all four rows are there, in order */
-	struct chat_msg *rows;
-	size_t n;
-	int more;
-	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 1000, &rows, &n, &more), 0);
-	assert_int_equal(n, 4);
-	assert_string_equal(rows[0].body, "job-0");
-	assert_string_equal(rows[3].body, "job-3");
-	chat_msg_free_list(rows, n);
+	expect_stored(w, 4); /* all four rows, in order */
 }
 
 int main(void)
