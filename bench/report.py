@@ -2,7 +2,8 @@
 """bench/report.py: gather one bench run's raw results into bench/results/.
 
 Reads the load generator's JSON results listed in <dir>/manifest.tsv (name, kind,
-target, offered rate) plus sqlite.json, nats.json and nats-asap.json, and writes:
+target, offered rate; target "bus" is sb-natsbench --rate, read as a chat-rate row)
+plus sqlite.json, nats.json and nats-asap.json, and writes:
   latest.json  every result of the run, with the machine and build it ran on
   latest.md    the tables (the README and docs/benchmarks.md quote them)
   latency.dat  end-to-end latency against offered load, for bench/latency.gp
@@ -35,6 +36,26 @@ def num(v, fmt="{:,.0f}"):
 
 STEAL_BANDS = ((0, 5), (5, 15), (15, 30), (30, None))
 
+# chat-rate rows in this order: the bound, the bus alone, Switchboard
+TARGET_ORDER = {"relay": 0, "bus": 1, "switchboard": 2}
+
+
+def target_key(target):
+    return (TARGET_ORDER.get(target, len(TARGET_ORDER)), target)
+
+
+def bus_as_rate(res):
+    """sb-natsbench --rate's result in a chat-rate row's shape: its e2e is request →
+    reply through nats-server; requester and responder share one process, whose CPU
+    stands in the loadgen column."""
+    cpu = dict(res.get("cpu") or {})
+    cpu["loadgen_pct"] = cpu.get("self_pct")
+    return {**res, "e2e_us": res.get("latency_us") or {},
+            "rate": {"delivered_per_s": res.get("per_s")},
+            "messages": {"sent": res.get("requests"), "delivered": res.get("replies"),
+                         "lost": res.get("lost")},
+            "cpu": cpu}
+
 
 def steal_bands(rate_groups, p99, steal):
     """For rates run many times (`make bench-steal`): the median e2e p99 of the runs in
@@ -53,7 +74,7 @@ def steal_bands(rate_groups, p99, steal):
                                    for lo, hi in STEAL_BANDS)
                       + " | all runs |")
             md.append("|" + "---|" * (4 + len(STEAL_BANDS)))
-        for target in sorted(groups, key=lambda t: t != "relay"):
+        for target in sorted(groups, key=target_key):
             runs = [(p99(r), steal(r)) for r in groups[target]
                     if p99(r) is not None and steal(r) is not None]
             cells = []
@@ -146,6 +167,8 @@ def main():
         for line in f:
             name, kind, target, rate = line.rstrip("\n").split("\t")
             res = load(os.path.join(a.dir, name + ".json"))
+            if res is not None and target == "bus":
+                res = bus_as_rate(res)
             if res is not None:
                 runs.append({"name": name, "kind": kind, "target": target,
                              "offered": int(rate), "result": res})
@@ -206,7 +229,7 @@ def main():
                   "server CPU % | loadgen CPU % | machine CPU % | steal % | "
                   "runs: e2e p99 (steal %) |")
         md.append("|" + "---|" * 18)
-        for r in sorted(rate_shown.values(), key=lambda r: (r["offered"], r["target"] != "relay")):
+        for r in sorted(rate_shown.values(), key=lambda r: (r["offered"], target_key(r["target"]))):
             x = r["result"]
             e, k, msgs = x.get("e2e_us", {}), x.get("ack_us", {}), x.get("messages", {})
             group = rate_groups[(r["offered"], r["target"])]
@@ -228,6 +251,14 @@ def main():
             md.append("Rates run more than once: the row is the run of median e2e p99; the "
                       "last column gives every run's p99, in the order run, with the "
                       "machine's steal time during it.")
+        if any(t == "bus" for _, t in rate_groups):
+            md.append("\"bus\": the services' bus alone (`sb-natsbench --rate`): one "
+                      "request/reply through nats-server per message, through the services' "
+                      "own bus I/O, with nothing stored, parsed or sent to a WebSocket; its "
+                      "e2e is request → reply, and its loadgen CPU is that process's, "
+                      "requester and echo responder together. Every chat message makes this "
+                      "round trip: gateway → chat-svc, then chat-svc → gateway with its ack "
+                      "and its delivery.")
         md.append("\"steal %\": time the hypervisor ran something else on this virtual "
                   "machine's CPUs while the run wanted them (100 % = one core); the latency "
                   "tail rises with it.")
@@ -408,14 +439,15 @@ def main():
         by_rate.setdefault(r["offered"], {})[r["target"]] = e
     with open(os.path.join(a.out, "latency.dat"), "w") as f:
         f.write("# offered  relay_p50_ms relay_p99_ms  sb_p50_ms sb_p99_ms  "
-                "relay_p999_ms sb_p999_ms\n")
+                "relay_p999_ms sb_p999_ms  bus_p50_ms bus_p99_ms\n")
         for rate in sorted(by_rate):
             rel, sb = by_rate[rate].get("relay", {}), by_rate[rate].get("switchboard", {})
+            bus = by_rate[rate].get("bus", {})
 
             def v(d, k):
                 return "NaN" if d.get(k) is None else f"{d[k] / 1000:.3f}"
             f.write(f"{rate} {v(rel, 'p50')} {v(rel, 'p99')} {v(sb, 'p50')} {v(sb, 'p99')} "
-                    f"{v(rel, 'p999')} {v(sb, 'p999')}\n")
+                    f"{v(rel, 'p999')} {v(sb, 'p999')} {v(bus, 'p50')} {v(bus, 'p99')}\n")
 
 
 if __name__ == "__main__":

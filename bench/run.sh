@@ -8,7 +8,8 @@
 # Creates users and tokens with sbctl, then runs, in this order:
 #   sb-sqlitebench            raw SQLite inserts (WAL, synchronous=FULL), 1/64/1024 per txn
 #   sb-natsbench              raw NATS request/reply, as the services connect and with send-asap
-#   chat-rate  x rates        open loop against the relay, then against Switchboard
+#   chat-rate  x rates        open loop against the relay, the bus alone (sb-natsbench --rate:
+#                             request/reply through nats-server, as "bus"), then Switchboard
 #   chat-max                  closed loop: relay (1 and 2 load generator processes), Switchboard
 #   chat-max + idle           Switchboard's chat-max again while idle sockets sit on its gateway
 #   idle                      users x (chat + notification) sockets over the gateways
@@ -41,7 +42,7 @@
 #                           2000/s) plus one broadcast a second for SECONDS, the RSS of every
 #                           server sampled every 10 s (`make soak`: 600 s, nothing else)
 #   SB_BENCH_ONLY=soak      skip every other scenario
-#   SB_BENCH_ONLY=rates     only the chat-rate runs (relay and Switchboard in turn), e.g.
+#   SB_BENCH_ONLY=rates     only the chat-rate runs (relay, bus and Switchboard in turn), e.g.
 #                           `make bench-steal`: 5,000/s twenty times, to read the p99
 #                           against the hypervisor's steal (a table in the report)
 #   SB_BENCH_PERF=1         perf record -g the gateway during Switchboard's chat-max
@@ -299,6 +300,20 @@ lg() {
   tail -1 "$TMP/logs/lg-$name.log" >&2 || true
 }
 
+# busrate NAME RATE: the bus alone at RATE requests/s (sb-natsbench --rate), recorded in
+# the manifest as target "bus" of chat-rate: the report reads its request -> reply
+# latency beside the relay's and Switchboard's e2e.
+busrate() {
+  local name="$1" rate="$2"
+  echo "bench: $name (at ${SECONDS}s)" >&2
+  if "$BUILD/tools/sb-natsbench" --nats "$NATS_URL" --rate "$rate" \
+       --seconds "$SECONDS_PER_RUN" >"$TMP/res/$name.json" 2>>"$TMP/logs/natsbench.log"; then
+    printf '%s\t%s\t%s\t%s\n' "$name" chat-rate bus "$rate" >>"$MANIFEST"
+  else
+    echo "bench: $name failed (see $TMP/logs/natsbench.log)" >&2
+  fi
+}
+
 if [ "$ONLY" != soak ]; then
 CHAT=(--pairs "$PAIRS" --duration "$SECONDS_PER_RUN" --drain 5)
 
@@ -391,10 +406,11 @@ wait "$MIXED_PID" 2>/dev/null || true
 sb_quiet
 fi # not SB_BENCH_ONLY=rates
 
-# --- chat-rate: the relay and Switchboard at each offered rate, side by side
+# --- chat-rate: the relay, the bus alone and Switchboard at each offered rate, side by side
 for r in $RATES; do
   lg "rate-relay-$r" chat-rate relay "$r" chat-rate --target "127.0.0.1:$RELAY_PORT" \
     "${CHAT[@]}" --rate "$r" --pids "relay=$PID_relay"
+  busrate "rate-bus-$r" "$r"
   # the services' own histograms around the run: which stage a message waits in
   METRICS=("http://127.0.0.1:$PORT/metrics" "http://127.0.0.1:$CHAT_HTTP/metrics")
   python3 "$ROOT/bench/stages.py" snap "$TMP/res/metrics-before" "${METRICS[@]}" || true
@@ -411,6 +427,7 @@ for r in ${SB_BENCH_REPEAT_RATES-5000}; do
   for i in $(seq 2 "$REPEAT"); do
     lg "rate-relay-$r-r$i" chat-rate relay "$r" chat-rate --target "127.0.0.1:$RELAY_PORT" \
       "${CHAT[@]}" --rate "$r" --pids "relay=$PID_relay"
+    busrate "rate-bus-$r-r$i" "$r"
     lg "rate-sb-$r-r$i" chat-rate switchboard "$r" chat-rate --target "127.0.0.1:$PORT" \
       "${CHAT[@]}" --rate "$r" --gateway-pids "${GW_PIDS[0]}" --pids "$SB_PIDS"
     sb_quiet

@@ -10,22 +10,37 @@
  *   async  a window of W requests in flight, published with a reply subject; each
  *          reply (on the subscription's thread) publishes the next one. The rate this
  *          reaches is what correlated, non-blocking requests can do.
- * The payload carries its send time, so latency needs no table. --send-asap and
- * --global-delivery set the libnats options of the same names on every connection, to
- * show what they change (the services use global delivery and, so far, no send-asap:
- * libnats then leaves a publish to its flusher thread, which adds up to a millisecond
- * to a round trip that is otherwise tens of microseconds). Result: JSON on stdout.
+ * Both use libnats' own threads. --send-asap and --global-delivery set the libnats
+ * options of the same names on every connection, to show what they change (without
+ * send-asap libnats leaves a publish to its flusher thread, which adds up to a
+ * millisecond to a round trip that is otherwise tens of microseconds).
+ *
+ * --rate R runs a third measurement instead, "paced": the bus as the services use it,
+ * nothing else. Requests leave open-loop at R a second for --seconds, each timed from
+ * when it was due (as sb-loadgen's chat-rate times a message), through the services'
+ * own bus I/O (common/sb_busio.h): the requester is one thread that reads and writes its
+ * socket between timer ticks, as the gateway's loop does, and the responder one thread
+ * that reads a synchronous subscription and flushes its replies once per turn, as
+ * chat-svc's writer does. Its p99 at 5,000/s is what a chat message's bus round trip
+ * costs on this machine before any storage, JSON or WebSocket work.
+ * The payload carries its send (or due) time, so latency needs no table. Result: JSON
+ * on stdout.
  */
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "hist.h"
+#include "procstat.h"
+#include "sb_busio.h"
 #include "sb_config.h"
 
 struct bench {
@@ -162,17 +177,256 @@ static json_t *run_async(struct bench *b, int64_t window, double seconds)
 	return r;
 }
 
+/* --- paced: the services' bus I/O at a fixed offered rate --- */
+
+/* One connection read and written by a thread of ours (sb_busio), with one
+ * synchronous subscription that thread polls. */
+struct busconn {
+	struct sb_busio *io;
+	natsConnection *nc;
+	natsSubscription *sub;
+};
+
+static natsStatus busconn_open(struct busconn *c, const char *url, const char *subject)
+{
+	natsOptions *opts = NULL;
+	if (sb_busio_create(&c->io) < 0)
+		return NATS_NO_MEMORY;
+	natsStatus s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetURL(opts, url);
+	if (s == NATS_OK)
+		s = sb_busio_configure(c->io, opts);
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&c->nc, opts);
+	natsOptions_Destroy(opts);
+	if (s == NATS_OK)
+		s = natsConnection_SubscribeSync(&c->sub, c->nc, subject);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(c->sub, -1, -1);
+	return s;
+}
+
+static void busconn_close(struct busconn *c)
+{
+	if (c->sub) {
+		natsSubscription_Unsubscribe(c->sub);
+		natsSubscription_Destroy(c->sub);
+	}
+	if (c->nc && c->io)
+		sb_busio_start_thread(c->io); /* someone must run the socket while it closes */
+	natsConnection_Destroy(c->nc);
+	sb_busio_destroy(c->io);
+}
+
+/* Hand each message the subscription holds now to fn; returns how many. */
+static int busconn_drain(struct busconn *c, void (*fn)(struct busconn *, natsMsg *, void *),
+                         void *arg)
+{
+	int pending = 0, n = 0;
+	if (natsSubscription_GetPending(c->sub, &pending, NULL) != NATS_OK)
+		return 0;
+	natsMsg *msg = NULL;
+	while (pending-- > 0 && natsSubscription_NextMsg(&msg, c->sub, 0) == NATS_OK) {
+		fn(c, msg, arg);
+		natsMsg_Destroy(msg);
+		n++;
+	}
+	return n;
+}
+
+struct responder {
+	struct busconn c;
+	pthread_t thread;
+	int started;
+	_Atomic int stop;
+};
+
+static void echo_one(struct busconn *c, natsMsg *msg, void *arg)
+{
+	(void)arg;
+	const char *reply = natsMsg_GetReply(msg);
+	if (reply)
+		natsConnection_Publish(c->nc, reply, natsMsg_GetData(msg),
+		                       natsMsg_GetDataLength(msg));
+}
+
+/* chat-svc's writer without the writer: read, answer, one flush per turn. */
+static void *responder_run(void *arg)
+{
+	struct responder *r = arg;
+	sb_busio_own(r->c.io);
+	while (!atomic_load(&r->stop)) {
+		sb_busio_dispatch(r->c.io, 50);
+		busconn_drain(&r->c, echo_one, NULL);
+		sb_busio_flush(r->c.io);
+	}
+	return NULL;
+}
+
+struct paced {
+	int64_t t0, step_ns;
+	uint64_t replies;
+	struct lg_hist *lat;
+};
+
+static void record_reply(struct busconn *c, natsMsg *msg, void *arg)
+{
+	(void)c;
+	struct paced *p = arg;
+	int64_t due;
+	if (natsMsg_GetDataLength(msg) < (int)sizeof due)
+		return;
+	memcpy(&due, natsMsg_GetData(msg), sizeof due);
+	lg_hist_add(p->lat, (now_ns() - due) / 1000);
+	p->replies++;
+}
+
+static double pct_of(int64_t part, int64_t whole, long ncpu)
+{
+	return whole > 0 ? 100.0 * (double)ncpu * (double)part / (double)whole : 0.0;
+}
+
+/* The requester: the gateway's loop without the WebSockets. A timer tick publishes
+ * every request that has come due; the socket is read when it has something; what the
+ * turn published leaves in one write before the thread sleeps again. */
+static json_t *run_paced(const char *url, const char *subject, const char *reply_subject,
+                         int64_t payload, int64_t rate, int64_t seconds)
+{
+	struct responder r = {0};
+	struct busconn q = {0};
+	struct paced p = {.step_ns = 1000000000LL / rate, .lat = calloc(1, sizeof *p.lat)};
+	char *buf = calloc(1, (size_t)payload);
+	int ep = -1, tfd = -1;
+	json_t *out = json_null();
+	natsStatus s = p.lat && buf ? NATS_OK : NATS_NO_MEMORY;
+	if (s == NATS_OK)
+		s = busconn_open(&r.c, url, subject);
+	if (s == NATS_OK) {
+		r.started = pthread_create(&r.thread, NULL, responder_run, &r) == 0;
+		if (!r.started)
+			s = NATS_SYS_ERROR;
+	}
+	if (s == NATS_OK)
+		s = natsConnection_FlushTimeout(r.c.nc, 5000); /* the echo subscription is in */
+	if (s != NATS_OK) {
+		fprintf(stderr, "error: paced responder: %s\n", natsStatus_GetText(s));
+		goto out;
+	}
+	/* The reply subscription's SUB leaves on the loop's first turn, ahead of the first
+	 * request (a connection's protocol is handled in order): no flush round trip. */
+	if ((s = busconn_open(&q, url, reply_subject)) != NATS_OK) {
+		fprintf(stderr, "error: paced requester: %s\n", natsStatus_GetText(s));
+		goto out;
+	}
+	sb_busio_own(q.io);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	struct epoll_event evt = {.events = EPOLLIN, .data.u32 = 0}, evb = evt;
+	evb.data.u32 = 1;
+	if (ep < 0 || tfd < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &evt) < 0 ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, sb_busio_fd(q.io), &evb) < 0) {
+		perror("paced: epoll/timerfd");
+		goto out;
+	}
+	const uint64_t total = (uint64_t)rate * (uint64_t)seconds;
+	p.t0 = now_ns() + 100000000LL; /* the first tick in 100 ms: both sides settled */
+	struct itimerspec its = {
+	    .it_value = {p.t0 / 1000000000LL, p.t0 % 1000000000LL},
+	    .it_interval = {0, p.step_ns},
+	};
+	if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+		perror("paced: timerfd_settime");
+		goto out;
+	}
+	int64_t busy0, steal0, total0, busy1, steal1, total1;
+	int have_sys = lg_sys_cpu(&busy0, &steal0, &total0) == 0;
+	int64_t self0 = lg_self_cpu_ns();
+	const int64_t drain_end = p.t0 + seconds * 1000000000LL + 2000000000LL;
+	uint64_t sent = 0;
+	int64_t last_progress = now_ns();
+	while (p.replies < total && now_ns() < drain_end) {
+		struct epoll_event ev[2];
+		int n = epoll_wait(ep, ev, 2, 100);
+		for (int i = 0; i < n; i++) {
+			if (ev[i].data.u32 == 1) {
+				sb_busio_dispatch(q.io, 0);
+				busconn_drain(&q, record_reply, &p);
+				continue;
+			}
+			uint64_t ticks = 0;
+			if (read(tfd, &ticks, sizeof ticks) != sizeof ticks)
+				continue;
+			/* Every request due by now; a late tick publishes the ones it missed, each
+			 * still timed from its own due time. */
+			int64_t now = now_ns();
+			while (sent < total && p.t0 + (int64_t)sent * p.step_ns <= now) {
+				int64_t due = p.t0 + (int64_t)sent * p.step_ns;
+				memcpy(buf, &due, sizeof due);
+				natsConnection_PublishRequest(q.nc, subject, reply_subject, buf,
+				                              (int)payload);
+				sent++;
+			}
+			if (sent == total)
+				timerfd_settime(tfd, 0, &(struct itimerspec){0}, NULL);
+		}
+		sb_busio_flush(q.io);
+		if (now_ns() - last_progress >= 1000000000LL) {
+			last_progress = now_ns();
+			fprintf(stderr, "natsbench: paced %llu sent, %llu replies\n",
+			        (unsigned long long)sent, (unsigned long long)p.replies);
+		}
+	}
+	int64_t t_end = now_ns();
+	int64_t self1 = lg_self_cpu_ns();
+	have_sys = have_sys && lg_sys_cpu(&busy1, &steal1, &total1) == 0;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	double secs = (double)(t_end - p.t0) / 1e9;
+	out = json_pack(
+	    "{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:o}", "mode", "paced", "offered_per_s", (json_int_t)rate,
+	    "seconds", (json_int_t)seconds, "requests", (json_int_t)sent, "replies",
+	    (json_int_t)p.replies, "lost", (json_int_t)(sent - p.replies), "per_s",
+	    secs > 0 ? (double)p.replies / secs : 0.0, "latency_us", lg_hist_json(p.lat));
+	json_t *cpu =
+	    json_pack("{s:f,s:I,s:f}", "window_s", secs, "cpus", (json_int_t)ncpu, "self_pct",
+	              secs > 0 ? 100.0 * (double)(self1 - self0) / 1e9 / secs : 0.0);
+	json_object_set_new(cpu, "machine_busy_pct",
+	                    have_sys ? json_real(pct_of(busy1 - busy0, total1 - total0, ncpu))
+	                             : json_null());
+	json_object_set_new(cpu, "machine_steal_pct",
+	                    have_sys ? json_real(pct_of(steal1 - steal0, total1 - total0, ncpu))
+	                             : json_null());
+	json_object_set_new(out, "cpu", cpu);
+out:
+	if (tfd >= 0)
+		close(tfd);
+	if (ep >= 0)
+		close(ep);
+	if (r.started) {
+		atomic_store(&r.stop, 1);
+		pthread_join(r.thread, NULL);
+	}
+	busconn_close(&q);
+	busconn_close(&r.c);
+	free(p.lat);
+	free(buf);
+	return out;
+}
+
 int main(int argc, char **argv)
 {
 	const char *url = NULL;
-	int64_t payload = 0, window = 0, sync_s = 0, async_s = 0;
+	int64_t payload = 0, window = 0, sync_s = 0, async_s = 0, rate = 0;
 	int asap = 0, global = 0;
 	const struct sb_opt opts[] = {
 	    {"nats", NULL, SB_OPT_STR, &url, "nats://127.0.0.1:4222", "NATS server URL"},
 	    {"payload", NULL, SB_OPT_INT, &payload, "128", "bytes per request (8..65536)"},
 	    {"window", NULL, SB_OPT_INT, &window, "64", "async: requests in flight"},
 	    {"sync-seconds", NULL, SB_OPT_INT, &sync_s, "2", "seconds of one-at-a-time requests"},
-	    {"seconds", NULL, SB_OPT_INT, &async_s, "5", "seconds of windowed requests"},
+	    {"seconds", NULL, SB_OPT_INT, &async_s, "5", "seconds of windowed (or paced) requests"},
+	    {"rate", NULL, SB_OPT_INT, &rate, "0",
+	     "paced: R requests a second through the services' bus I/O, timed from when each "
+	     "was due, instead of the sync and async runs (0: off)"},
 	    {"send-asap", NULL, SB_OPT_BOOL, &asap, "false",
 	     "libnats: write every publish at once instead of through the flusher thread"},
 	    {"global-delivery", NULL, SB_OPT_BOOL, &global, "false",
@@ -186,7 +440,7 @@ int main(int argc, char **argv)
 	if (argi <= 0)
 		return argi == 0 ? 0 : 2;
 	if (payload < 8 || payload > 65536 || window < 1 || window > 100000 || sync_s < 0 ||
-	    async_s < 1 || async_s > 600 || sync_s > 600) {
+	    async_s < 1 || async_s > 600 || sync_s > 600 || rate < 0 || rate > 1000000) {
 		fprintf(stderr, "error: options out of range (see --help)\n");
 		return 2;
 	}
@@ -199,6 +453,25 @@ int main(int argc, char **argv)
 	b->payload = payload;
 	snprintf(b->subject, sizeof b->subject, "sbbench.echo.%08x", rnd);
 	snprintf(b->reply, sizeof b->reply, "sbbench.reply.%08x", rnd);
+
+	if (rate > 0) {
+		char reply[64];
+		snprintf(reply, sizeof reply, "sbbench.paced.%08x", rnd);
+		fprintf(stderr, "natsbench: %llds at %lld requests/s, paced...\n",
+		        (long long)async_s, (long long)rate);
+		json_t *out = run_paced(url, b->subject, reply, payload, rate, async_s);
+		int ok = json_is_object(out);
+		if (ok) {
+			json_object_set_new(out, "nats", json_string(url));
+			json_object_set_new(out, "payload_bytes", json_integer(payload));
+			json_dumpf(out, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+			fputc('\n', stdout);
+		}
+		json_decref(out);
+		nats_Close();
+		free(b);
+		return ok ? 0 : 1;
+	}
 
 	natsConnection *responder = NULL, *syncer = NULL;
 	natsSubscription *echo = NULL;

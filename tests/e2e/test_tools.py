@@ -100,3 +100,49 @@ def test_fanout_reaches_every_socket(cluster, tokens):
     assert len(res["rounds"]) == 2
     for r in res["rounds"]:
         assert r["received"] == 20 and r["t100_ms"] is not None, r
+
+
+def natsbench(*args, timeout=60):
+    out = subprocess.run([tool("sb-natsbench"), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, timeout=timeout)
+    return out.returncode, out.stdout, out.stderr.decode()
+
+
+def test_natsbench_paced_answers_every_request_and_the_report_reads_it(cluster, tmp_path):
+    rc, out, err = natsbench("--nats", cluster.nats_url, "--rate", "400", "--seconds", "2")
+    assert rc == 0, err[-2000:]
+    res = json.loads(out)
+    # open loop: exactly rate x seconds requests, each answered once by the echo responder
+    assert res["mode"] == "paced" and res["offered_per_s"] == 400, res
+    assert res["requests"] == 800 and res["replies"] == 800 and res["lost"] == 0, res
+    lat = res["latency_us"]
+    assert lat["count"] == 800, lat
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"], lat
+    cpu = res["cpu"]
+    assert 0 < cpu["self_pct"] and 0 <= cpu["machine_steal_pct"] <= cpu["machine_busy_pct"], cpu
+
+    # bench/report.py shows it as the "bus" row of chat-rate, between the relay and
+    # Switchboard, and as the plot's bus columns
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "rate-bus-400.json").write_bytes(out)
+    (tmp_path / "res" / "manifest.tsv").write_text("rate-bus-400\tchat-rate\tbus\t400\n")
+    report = os.path.join(sb.HERE, "..", "..", "bench", "report.py")
+    done = subprocess.run(["python3", report, "--dir", str(tmp_path / "res"),
+                           "--out", str(tmp_path / "out")], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    md = (tmp_path / "out" / "latest.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| 400 | bus |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == f"{lat['p50'] / 1000:.2f}" and cells[4] == f"{lat['p99'] / 1000:.2f}", row
+    assert cells[9] == "0", row  # lost
+    dat = [line.split() for line in (tmp_path / "out" / "latency.dat").read_text().splitlines()
+           if not line.startswith("#")]
+    assert dat == [["400", "NaN", "NaN", "NaN", "NaN", "NaN", "NaN",
+                    f"{lat['p50'] / 1000:.3f}", f"{lat['p99'] / 1000:.3f}"]], dat
+
+
+@pytest.mark.parametrize("args", [["--rate", "-1"], ["--rate", "2000000"],
+                                  ["--rate", "100", "--payload", "4"]])
+def test_natsbench_refuses_options_out_of_range(args):
+    rc, out, err = natsbench("--nats", "nats://127.0.0.1:1", *args, timeout=10)
+    assert rc == 2 and out == b"" and "out of range" in err, (rc, err)
