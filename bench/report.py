@@ -3,7 +3,7 @@
 
 Reads the load generator's JSON results listed in <dir>/manifest.tsv (name, kind,
 target, offered rate; target "bus" is sb-natsbench --rate, read as a chat-rate row)
-plus sqlite.json, nats.json and nats-asap.json, and writes:
+plus sqlite.json, nats.json, nats-asap.json and wake.json, and writes:
   latest.json  every result of the run, with the machine and build it ran on
   latest.md    the tables (the README and docs/benchmarks.md quote them)
   latency.dat  end-to-end latency against offered load, for bench/latency.gp
@@ -104,6 +104,14 @@ def server_cpu(result, target):
     return cpu_of(result, ["gateway", "chat-svc", "auth-svc", "nats", "notify-svc"])
 
 
+def halt_poll_note(m):
+    if "guest_halt_poll_ns" not in m:
+        return ""
+    ns = m["guest_halt_poll_ns"]
+    return (f"Guest halt polling {ns} ns ({m.get('cpuidle_driver', '?')}"
+            f"{': an idle virtual CPU halts at once' if ns == '0' else ''}). ")
+
+
 def machine():
     info = {"host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count()}
     try:
@@ -116,6 +124,15 @@ def machine():
             info["loadavg_at_report"] = f.read().split()[:3]
     except OSError:
         pass
+    # how an idle virtual CPU waits: on a KVM guest with cpuidle-haltpoll, 0 ns of
+    # polling means every wake-up of an idle CPU goes through the host
+    for key, path in (("cpuidle_driver", "/sys/devices/system/cpu/cpuidle/current_driver"),
+                      ("guest_halt_poll_ns", "/sys/module/haltpoll/parameters/guest_halt_poll_ns")):
+        try:
+            with open(path) as f:
+                info[key] = f.read().strip()
+        except OSError:
+            pass
     return info
 
 
@@ -186,6 +203,7 @@ def main():
         "sqlite": load(os.path.join(a.dir, "sqlite.json")),
         "nats": load(os.path.join(a.dir, "nats.json")),
         "nats_send_asap": load(os.path.join(a.dir, "nats-asap.json")),
+        "wake": load(os.path.join(a.dir, "wake.json")),
         "runs": runs,
     }
     os.makedirs(a.out, exist_ok=True)
@@ -198,6 +216,7 @@ def main():
               f"{', quick' if doc['quick'] else ''}) on {m.get('cpus')} × "
               f"{m.get('cpu_model', '?')}; load generator on the same machine; nats-server "
               f"with GOMAXPROCS={a.nats_gomaxprocs}. "
+              f"{halt_poll_note(m)}"
               f"{a.pairs} sender/receiver pairs. Latencies in ms. Machine busy before the "
               f"run: {a.busy_before or '?'} % of one core; \"machine CPU %\" is every process "
               f"on the machine during each run (100 % = one core).")
@@ -326,6 +345,13 @@ def main():
             raw.append(f"| NATS request/reply, {s.get('window')} in flight{label} | "
                        f"{num(s['per_s'])} req/s | "
                        f"p50 {ms(s['latency_us']['p50'])} ms, p99 {ms(s['latency_us']['p99'])} ms |")
+    for w in (doc["wake"] or {}).get("runs", []):
+        where = ("on two CPUs" if w["mode"] == "across" else "on one CPU")
+        lat = w["round_trip_us"]
+        raw.append(f"| hand-off between two processes (one byte there and back over a "
+                   f"socketpair), {where} | {num(w['per_s'])} round trips/s | "
+                   f"p50 {lat['p50']} µs, p99 {lat['p99']} µs, steal "
+                   f"{num(w.get('machine_steal_pct'))} % |")
     if raw:
         md.append("**raw stages**")
         md.append("")

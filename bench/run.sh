@@ -8,6 +8,7 @@
 # Creates users and tokens with sbctl, then runs, in this order:
 #   sb-sqlitebench            raw SQLite inserts (WAL, synchronous=FULL), 1/64/1024 per txn
 #   sb-natsbench              raw NATS request/reply, as the services connect and with send-asap
+#   sb-wakebench              one hand-off between two processes, on two CPUs and on one
 #   chat-rate  x rates        open loop against the relay, the bus alone (sb-natsbench --rate:
 #                             request/reply through nats-server, as "bus"), then Switchboard
 #   chat-max                  closed loop: relay (1 and 2 load generator processes), Switchboard
@@ -47,6 +48,13 @@
 #                           against the hypervisor's steal (a table in the report)
 #   SB_BENCH_PERF=1         perf record -g the gateway during Switchboard's chat-max
 #   SB_BENCH_KEEP=1         keep the temporary directory (logs, raw results)
+#   SB_BENCH_HALT_POLL_NS=N guest halt polling for the run: on a KVM guest with the
+#                           cpuidle-haltpoll driver (as root), write N to
+#                           /sys/module/haltpoll/parameters/guest_halt_poll_ns and restore
+#                           the old value at the end. An idle virtual CPU then polls N ns
+#                           before it halts, so a wake-up within that time does not wait for
+#                           the host (docs/benchmarks.md, "What the machine costs").
+#                           Unset: the machine's own setting, which the report states.
 #   SB_BENCH_NATS_GOMAXPROCS=N  GOMAXPROCS of nats-server (default 1, as `make run`; empty:
 #                           Go's default, one per core). Five processes and the load
 #                           generator share two cores here; with two, Go's scheduler hands
@@ -83,7 +91,7 @@ fi
 
 LOADGEN="$BUILD/tools/sb-loadgen"
 for b in gateway/gateway auth-svc/auth-svc chat-svc/chat-svc sbctl/sbctl tools/sb-loadgen \
-         tools/sb-relay tools/sb-natsbench tools/sb-sqlitebench; do
+         tools/sb-relay tools/sb-natsbench tools/sb-sqlitebench tools/sb-wakebench; do
   [ -x "$BUILD/$b" ] || { echo "bench: $BUILD/$b is not built (make build first)" >&2; exit 1; }
 done
 NATS_SERVER="$(command -v nats-server || echo /usr/sbin/nats-server)"
@@ -111,6 +119,19 @@ echo "bench: machine busy before start: ${BUSY_BEFORE}% of one core" >&2
 [ "$BUSY_BEFORE" -gt 25 ] && echo "bench: warning: the machine is busy with other work;" \
   "figures will be low and noisy (the tables show each run's machine CPU)" >&2
 
+HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_SAVED=""
+if [ -n "${SB_BENCH_HALT_POLL_NS:-}" ]; then
+  case "$SB_BENCH_HALT_POLL_NS" in
+    *[!0-9]*) echo "bench: SB_BENCH_HALT_POLL_NS must be a number of nanoseconds" >&2; exit 2 ;;
+  esac
+  if [ ! -w "$HALT_POLL_FILE" ]; then
+    echo "bench: SB_BENCH_HALT_POLL_NS needs a writable $HALT_POLL_FILE" \
+      "(a KVM guest with the cpuidle-haltpoll driver, run as root)" >&2
+    exit 2
+  fi
+fi
+
 TMP="$(mktemp -d /tmp/sb-bench.XXXXXX)"
 mkdir -p "$TMP/logs" "$TMP/res" "$OUT"
 PIDS=()
@@ -118,6 +139,10 @@ NAMES=()
 
 cleanup() {
   local rc=$?
+  if [ -n "$HALT_POLL_SAVED" ]; then
+    echo "$HALT_POLL_SAVED" >"$HALT_POLL_FILE" 2>/dev/null ||
+      echo "bench: could not restore $HALT_POLL_FILE to $HALT_POLL_SAVED" >&2
+  fi
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     kill -TERM "${PIDS[$i]}" 2>/dev/null || true
   done
@@ -138,6 +163,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ -n "${SB_BENCH_HALT_POLL_NS:-}" ]; then
+  HALT_POLL_SAVED="$(cat "$HALT_POLL_FILE")"
+  echo "$SB_BENCH_HALT_POLL_NS" >"$HALT_POLL_FILE"
+  echo "bench: guest halt polling ${SB_BENCH_HALT_POLL_NS} ns for this run (was ${HALT_POLL_SAVED})" >&2
+fi
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -344,6 +375,9 @@ echo "bench: natsbench" >&2
   --global-delivery >"$TMP/res/nats.json" 2>>"$TMP/logs/natsbench.log"
 "$BUILD/tools/sb-natsbench" --nats "$NATS_URL" --seconds "$RAW_SECONDS" --sync-seconds 1 \
   --global-delivery --send-asap >"$TMP/res/nats-asap.json" 2>>"$TMP/logs/natsbench.log"
+echo "bench: wakebench" >&2
+"$BUILD/tools/sb-wakebench" --seconds "$RAW_SECONDS" >"$TMP/res/wake.json" \
+  2>>"$TMP/logs/wakebench.log" || echo "bench: wakebench failed (see logs)" >&2
 
 # --- chat-max: the most each sustains; the relay with 1 and 2 load generator processes
 lg "max-relay" chat-max relay 0 chat-max --target "127.0.0.1:$RELAY_PORT" "${CHAT[@]}" \

@@ -146,3 +146,39 @@ def test_natsbench_paced_answers_every_request_and_the_report_reads_it(cluster, 
 def test_natsbench_refuses_options_out_of_range(args):
     rc, out, err = natsbench("--nats", "nats://127.0.0.1:1", *args, timeout=10)
     assert rc == 2 and out == b"" and "out of range" in err, (rc, err)
+
+
+def test_wakebench_times_hand_offs_on_two_cpus_and_on_one(tmp_path):
+    out = subprocess.run([tool("sb-wakebench"), "--seconds", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, timeout=30)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    res = json.loads(out.stdout)
+    runs = {r["mode"]: r for r in res["runs"]}
+    assert set(runs) == ({"across", "same"} if res["cpus"] >= 2 else {"same"}), res
+    for mode, r in runs.items():
+        assert (r["cpu"] == r["echo_cpu"]) == (mode == "same"), r
+        # every round trip is timed, and there are plenty in a second on any machine
+        assert r["round_trips"] > 100 and r["round_trip_us"]["count"] == r["round_trips"], r
+        assert 0 <= r["machine_steal_pct"] <= r["machine_busy_pct"], r
+
+    # bench/report.py gives each a raw-stage row
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "wake.json").write_bytes(out.stdout)
+    (tmp_path / "res" / "manifest.tsv").write_text("")
+    report = os.path.join(sb.HERE, "..", "..", "bench", "report.py")
+    done = subprocess.run(["python3", report, "--dir", str(tmp_path / "res"),
+                           "--out", str(tmp_path / "out")], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    md = (tmp_path / "out" / "latest.md").read_text()
+    for mode, where in (("across", "on two CPUs"), ("same", "on one CPU")):
+        if mode in runs:
+            row = next(line for line in md.splitlines()
+                       if line.startswith("| hand-off between two processes") and where in line)
+            assert f"p50 {runs[mode]['round_trip_us']['p50']} µs" in row, row
+
+
+def test_wakebench_refuses_options_out_of_range():
+    out = subprocess.run([tool("sb-wakebench"), "--seconds", "0"], capture_output=True,
+                         timeout=10)
+    assert out.returncode == 2 and out.stdout == b"", out
+    assert b"out of range" in out.stderr
