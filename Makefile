@@ -41,8 +41,9 @@ fuzz: deps
 		build-fuzz/tests/fuzz/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t build-fuzz/tests/fuzz/new-$$t; \
 	done
 
-# Load generator against Switchboard and the bare relay, raw NATS and SQLite rates:
-# bench/results/latest.{json,md} and latency.png. SB_BENCH_QUICK=1 for a short run.
+# Load generator against Switchboard, the bare relay and the bus alone, raw NATS, SQLite
+# and hand-off rates: bench/results/latest.{json,md} and latency.png. SB_BENCH_QUICK=1
+# for a short run.
 bench: build
 	@bench/run.sh $(BUILD)
 
@@ -51,12 +52,13 @@ bench: build
 soak: build
 	@SB_BENCH_ONLY=soak SB_BENCH_OUT=bench/results/soak bench/run.sh $(BUILD)
 
-# 5,000 msg/s twenty times, relay and Switchboard in turn (~10 min), the p99 of each run
-# beside the hypervisor's steal during it: bench/results/steal/latest.md.
+# 5,000 msg/s twenty times, relay, bus alone and Switchboard in turn (~10 min), the p99
+# of each run beside the hypervisor's steal during it: bench/results/steal/latest.md
+# (SB_BENCH_OUT elsewhere, e.g. with SB_BENCH_HALT_POLL_NS).
 bench-steal: build
 	@SB_BENCH_ONLY=rates SB_BENCH_RATES=$${SB_BENCH_RATES:-5000} \
 	 SB_BENCH_REPEAT=$${SB_BENCH_REPEAT:-20} SB_BENCH_SECONDS=$${SB_BENCH_SECONDS:-8} \
-	 SB_BENCH_OUT=bench/results/steal bench/run.sh $(BUILD)
+	 SB_BENCH_OUT=$${SB_BENCH_OUT:-bench/results/steal} bench/run.sh $(BUILD)
 
 # The same suite (unit, end-to-end, deploy, corpus replay) under ASan + UBSan.
 test-asan:
