@@ -71,9 +71,12 @@ def test_chat_max_counts_every_message_once(cluster, tokens, relay, target):
     assert_exact(res, 10)
 
 
-def test_chat_rate_offers_the_rate_it_was_asked_for(cluster, tokens):
+@pytest.mark.parametrize("pacing", ["tick", "timer"])
+def test_chat_rate_offers_the_rate_it_was_asked_for(cluster, tokens, pacing):
+    extra = ["--pace-timer"] if pacing == "timer" else []
     res = loadgen(tokens, "chat-rate", "--target", f"127.0.0.1:{cluster.port}", "--pairs", "10",
-                  "--rate", "200", "--duration", "2", "--drain", "3")
+                  "--rate", "200", "--duration", "2", "--drain", "3", *extra)
+    assert res["params"]["pace_timer"] == (pacing == "timer"), res["params"]
     assert_exact(res, 10)
     assert 300 <= res["messages"]["sent"] <= 450, res["messages"]
     # the machine's CPU over the run, and the hypervisor's share of it (part of busy)

@@ -46,8 +46,11 @@ static void on_writeable(struct lg_worker *w, struct lg_conn *c)
 	if (lg_chat_send(w, p, due) < 0)
 		return;
 	lg_hist_add(&w->st->lag_us, (now - due) / 1000);
-	if (due_at(w, p, p->next_seq) <= now)
+	int64_t next = due_at(w, p, p->next_seq);
+	if (next <= now)
 		lg_conn_want_write(c);
+	else
+		lg_pace_by(w, next);
 }
 
 static void on_frame(struct lg_worker *w, struct lg_conn *c, const char *data, size_t len)
@@ -57,14 +60,27 @@ static void on_frame(struct lg_worker *w, struct lg_conn *c, const char *data, s
 
 static void on_tick(struct lg_worker *w, int64_t now)
 {
-	if (w->phase == LG_PHASE_RUN) {
-		for (uint32_t i = 0; i < w->npairs; i++) {
-			struct lg_pair *p = &w->pairs[i];
-			if (!p->tx->writing && due_at(w, p, p->next_seq) <= now)
-				lg_conn_want_write(p->tx);
-		}
-	}
+	(void)now;
 	lg_chat_check_done(w);
+}
+
+/* Every sender whose next message is due asks to write; returns the next due time. */
+static int64_t pace(struct lg_worker *w, int64_t now)
+{
+	if (w->phase != LG_PHASE_RUN)
+		return 0;
+	int64_t next = 0;
+	for (uint32_t i = 0; i < w->npairs; i++) {
+		struct lg_pair *p = &w->pairs[i];
+		if (p->tx->writing)
+			continue; /* its writeable callback sends and looks again */
+		int64_t due = due_at(w, p, p->next_seq);
+		if (due <= now)
+			lg_conn_want_write(p->tx);
+		else if (!next || due < next)
+			next = due;
+	}
+	return next;
 }
 
 const struct lg_scenario lg_chat_rate = {
@@ -74,6 +90,7 @@ const struct lg_scenario lg_chat_rate = {
     .on_writeable = on_writeable,
     .on_frame = on_frame,
     .on_tick = on_tick,
+    .pace = pace,
     .worker_finish = lg_chat_finish,
     .drive = lg_chat_drive,
     .report = lg_chat_report,

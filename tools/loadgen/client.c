@@ -3,7 +3,13 @@
  *
  * One lws context, one service loop, no threads. A 1 ms timer (the "tick") paces new
  * connections (--connect-rate, at most --connect-window handshakes in flight), follows
- * the phase the parent sets, and lets the scenario pace its sends. Connections are
+ * the phase the parent sets, and lets the scenario pace its sends. A scenario that
+ * sends on a schedule (chat-rate) also gets the "pacer", a timerfd on the loop armed
+ * for the next send due: lws' own timers wait in whole milliseconds, which put a
+ * message up to 1-2 ms behind its schedule, and that lag into every latency timed
+ * from the schedule. It is opt-in (--pace-timer): on this project's VM a wake-up per
+ * message doubles the load generator's CPU, and the p99s it gave did not move one way
+ * consistently (docs/benchmarks.md). Connections are
  * spread over 127.0.0.x source addresses (lws binds to the `iface` address) because one
  * source address has only ~28k ephemeral ports towards one server port. Each
  * connection's lws user data is its struct lg_conn in the worker's array, so lws
@@ -13,13 +19,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "frames.h"
 #include "lg.h"
 #include "procstat.h"
 
 #define TICK_US 1000
+/* The pacer fires at most this often: a send due sooner than this after now waits for
+ * it (at most 20,000 wake-ups a second, whatever the rate). */
+#define PACE_MIN_NS 50000
 
 int64_t lg_now_ns(void)
 {
@@ -173,6 +184,35 @@ static void finish(struct lg_worker *w)
 	atomic_store(&w->st->exited, 1);
 }
 
+static void arm(struct lg_worker *w, int64_t at)
+{
+	struct itimerspec its = {.it_value = {(time_t)(at / 1000000000LL), at % 1000000000LL}};
+	if (timerfd_settime(w->pacer_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+		w->pacer_armed_ns = at;
+}
+
+void lg_pace_by(struct lg_worker *w, int64_t due_ns)
+{
+	if (w->pacer_fd < 0 || (w->pacer_armed_ns && w->pacer_armed_ns <= due_ns))
+		return;
+	int64_t soonest = lg_now_ns() + PACE_MIN_NS;
+	arm(w, due_ns > soonest ? due_ns : soonest);
+}
+
+/* Let the scenario ask for the writes that are due, and arm the pacer for the next. */
+static void pace(struct lg_worker *w, int64_t now)
+{
+	if (!w->sc->pace)
+		return;
+	int64_t next = w->sc->pace(w, now);
+	if (w->pacer_fd < 0)
+		return; /* no --pace-timer: the next tick looks again */
+	if (next > 0 && next < now + PACE_MIN_NS)
+		next = now + PACE_MIN_NS;
+	if (next != w->pacer_armed_ns)
+		arm(w, next); /* 0 disarms */
+}
+
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
 	struct lg_worker *w = lws_container_of(sul, struct lg_worker, tick);
@@ -197,6 +237,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 	pace_connects(w, now);
 	if (w->sc->on_tick)
 		w->sc->on_tick(w, now);
+	pace(w, now);
 	lws_sul_schedule(w->ctx, 0, &w->tick, on_tick, TICK_US);
 }
 
@@ -297,10 +338,49 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	return 0;
 }
 
+static int pacer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                          size_t len)
+{
+	(void)user;
+	(void)in;
+	(void)len;
+	if (reason != LWS_CALLBACK_RAW_RX_FILE)
+		return 0;
+	struct lg_worker *w = worker_of(wsi);
+	uint64_t expirations;
+	if (read(w->pacer_fd, &expirations, sizeof expirations) < 0)
+		return 0; /* a re-arm raced the wake-up */
+	w->pacer_armed_ns = 0;
+	pace(w, lg_now_ns());
+	return 0;
+}
+
 static const struct lws_protocols protocols[] = {
     {"lg", callback, 0, 4096, 0, NULL, 0},
+    {"lg-pacer", pacer_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
+
+/* The pacer's timerfd, adopted into the loop (lws closes it with the context). */
+static int pacer_start(struct lg_worker *w)
+{
+	w->pacer_fd = -1;
+	if (!w->sc->pace || !w->o->pace_timer)
+		return 0;
+	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	struct lws_vhost *vh = lws_get_vhost_by_name(w->ctx, "default");
+	lws_sock_file_fd_type u;
+	u.filefd = fd;
+	if (fd < 0 || !vh ||
+	    !lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, u, "lg-pacer", NULL)) {
+		fprintf(stderr, "worker %d: cannot start the pacer timer\n", w->idx);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	w->pacer_fd = fd;
+	return 0;
+}
 
 static void lws_log_line(int level, const char *line)
 {
@@ -328,6 +408,10 @@ int lg_worker_main(struct lg_worker *w)
 	w->ctx = lws_create_context(&info);
 	if (!w->ctx) {
 		fprintf(stderr, "worker %d: lws_create_context failed\n", w->idx);
+		return 1;
+	}
+	if (pacer_start(w) < 0) {
+		lws_context_destroy(w->ctx);
 		return 1;
 	}
 	w->phase = LG_PHASE_CONNECT;

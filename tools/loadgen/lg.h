@@ -98,6 +98,7 @@ struct lg_opts {
 	int64_t pairs, rate, duration_s, drain_s, window, msg_bytes;
 	int64_t users, hold_s;
 	int64_t rounds, round_timeout_s;
+	int pace_timer; /* chat-rate: wake at each due time, not only on the 1 ms tick */
 	/* parsed: --target is one HOST:PORT or a comma list; connection i goes to
 	 * target i mod ntargets */
 	char host[LG_MAX_TARGETS][128];
@@ -189,6 +190,8 @@ struct lg_worker {
 	int src_first;
 	struct lws_context *ctx;
 	lws_sorted_usec_list_t tick;
+	int pacer_fd;           /* timerfd on the loop when the scenario paces, else -1 */
+	int64_t pacer_armed_ns; /* when it fires next (0: disarmed) */
 	struct lg_conn *conns;
 	uint32_t nconns, next_connect, pending;
 	uint64_t first;       /* run-wide index of conns[0] */
@@ -219,6 +222,12 @@ struct lg_scenario {
 	void (*on_writeable)(struct lg_worker *w, struct lg_conn *c);
 	void (*on_frame)(struct lg_worker *w, struct lg_conn *c, const char *data, size_t len);
 	void (*on_tick)(struct lg_worker *w, int64_t now_ns);
+	/* worker, optional: ask every connection whose next send is due by now_ns to write,
+	 * and return when the next one falls due (lg_now_ns() clock), 0 for none. The worker
+	 * calls it on every tick and, with --pace-timer, also wakes for that time (a timerfd
+	 * on its loop), so a send leaves within ~50 us of when it was due instead of up to
+	 * 1-2 ms after. */
+	int64_t (*pace)(struct lg_worker *w, int64_t now_ns);
 	/* worker: the phase changed to w->phase */
 	void (*on_phase)(struct lg_worker *w);
 	/* worker: compute final counts (lost...) before exit */
@@ -230,6 +239,9 @@ struct lg_scenario {
 };
 
 extern const struct lg_scenario lg_chat_rate, lg_chat_max, lg_idle, lg_fanout;
+
+/* A paced scenario's send falls due at due_ns: make sure the pacer wakes by then. */
+void lg_pace_by(struct lg_worker *w, int64_t due_ns);
 
 /* Relaxed counter update; a worker is single-threaded, the parent only reads. */
 static inline void lg_add(_Atomic uint64_t *c, uint64_t n)

@@ -209,6 +209,8 @@ json_t *lg_report_common(struct lg_run *run)
 	              (json_int_t)o->connect_rate, "connect_window", (json_int_t)o->connect_window,
 	              "settle_ms", (json_int_t)o->settle_ms, "user_offset",
 	              (json_int_t)o->user_offset, "kinds", o->kinds));
+	json_object_set_new(json_object_get(r, "params"), "pace_timer",
+	                    json_boolean(o->pace_timer));
 	json_object_set_new(r, "connections", connections(run));
 	json_object_set_new(r, "cpu", cpu(run, 0));
 	json_object_set_new(r, "cpu_connect", cpu(run, 1));

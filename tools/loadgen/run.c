@@ -203,6 +203,7 @@ static void child(struct lg_run *run, int idx, uint64_t first, uint64_t count)
 	w.run_id = run->run_id;
 	w.nsrc = run->nsrc;
 	w.src_first = run->src_first;
+	w.pacer_fd = -1;
 	w.nconns = (uint32_t)count;
 	w.first = first;
 	w.connect_rate = run->o->connect_rate > 0
