@@ -252,7 +252,7 @@ def main():
             x = r["result"]
             e, k, msgs = x.get("e2e_us", {}), x.get("ack_us", {}), x.get("messages", {})
             group = rate_groups[(r["offered"], r["target"])]
-            lost = sum((g["result"].get("messages") or {}).get("lost", 0) for g in group)
+            lost = sum((g["result"].get("messages") or {}).get("lost") or 0 for g in group)
             md.append(
                 f"| {r['offered']:,} | {r['target']} | "
                 f"{num(x.get('rate', {}).get('delivered_per_s'))} | "
@@ -346,11 +346,14 @@ def main():
                        f"{num(s['per_s'])} req/s | "
                        f"p50 {ms(s['latency_us']['p50'])} ms, p99 {ms(s['latency_us']['p99'])} ms |")
     for w in (doc["wake"] or {}).get("runs", []):
-        where = ("on two CPUs" if w["mode"] == "across" else "on one CPU")
-        lat = w["round_trip_us"]
+        where = ("on two CPUs" if w.get("mode") == "across" else "on one CPU")
+        lat = w.get("round_trip_ns") or {}
+
+        def us(v):
+            return "–" if v is None else f"{v / 1000:.1f}"
         raw.append(f"| hand-off between two processes (one byte there and back over a "
-                   f"socketpair), {where} | {num(w['per_s'])} round trips/s | "
-                   f"p50 {lat['p50']} µs, p99 {lat['p99']} µs, steal "
+                   f"socketpair), {where} | {num(w.get('per_s'))} round trips/s | "
+                   f"p50 {us(lat.get('p50'))} µs, p99 {us(lat.get('p99'))} µs, steal "
                    f"{num(w.get('machine_steal_pct'))} % |")
     if raw:
         md.append("**raw stages**")

@@ -125,9 +125,10 @@ if [ -n "${SB_BENCH_HALT_POLL_NS:-}" ]; then
   case "$SB_BENCH_HALT_POLL_NS" in
     *[!0-9]*) echo "bench: SB_BENCH_HALT_POLL_NS must be a number of nanoseconds" >&2; exit 2 ;;
   esac
-  if [ ! -w "$HALT_POLL_FILE" ]; then
-    echo "bench: SB_BENCH_HALT_POLL_NS needs a writable $HALT_POLL_FILE" \
-      "(a KVM guest with the cpuidle-haltpoll driver, run as root)" >&2
+  if [ ! -w "$HALT_POLL_FILE" ] ||
+     [ "$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null)" != haltpoll ]; then
+    echo "bench: SB_BENCH_HALT_POLL_NS needs a writable $HALT_POLL_FILE and the" \
+      "haltpoll cpuidle driver in use (a KVM guest with cpuidle-haltpoll, run as root)" >&2
     exit 2
   fi
 fi
@@ -140,7 +141,7 @@ NAMES=()
 cleanup() {
   local rc=$?
   if [ -n "$HALT_POLL_SAVED" ]; then
-    echo "$HALT_POLL_SAVED" >"$HALT_POLL_FILE" 2>/dev/null ||
+    { echo "$HALT_POLL_SAVED" >"$HALT_POLL_FILE"; } 2>/dev/null ||
       echo "bench: could not restore $HALT_POLL_FILE to $HALT_POLL_SAVED" >&2
   fi
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
@@ -342,7 +343,11 @@ busrate() {
     printf '%s\t%s\t%s\t%s\n' "$name" chat-rate bus "$rate" >>"$MANIFEST"
   else
     echo "bench: $name failed (see $TMP/logs/natsbench.log)" >&2
+    tail -3 "$TMP/logs/natsbench.log" >&2
+    # a run with requests unanswered still goes in the table, with its loss
+    [ -s "$TMP/res/$name.json" ] && printf '%s\t%s\t%s\t%s\n' "$name" chat-rate bus "$rate" >>"$MANIFEST"
   fi
+  return 0
 }
 
 if [ "$ONLY" != soak ]; then

@@ -240,15 +240,16 @@ struct responder {
 	pthread_t thread;
 	int started;
 	_Atomic int stop;
+	_Atomic uint64_t errors; /* replies libnats refused */
 };
 
 static void echo_one(struct busconn *c, natsMsg *msg, void *arg)
 {
-	(void)arg;
+	struct responder *r = arg;
 	const char *reply = natsMsg_GetReply(msg);
-	if (reply)
-		natsConnection_Publish(c->nc, reply, natsMsg_GetData(msg),
-		                       natsMsg_GetDataLength(msg));
+	if (reply && natsConnection_Publish(c->nc, reply, natsMsg_GetData(msg),
+	                                    natsMsg_GetDataLength(msg)) != NATS_OK)
+		atomic_fetch_add(&r->errors, 1);
 }
 
 /* chat-svc's writer without the writer: read, answer, one flush per turn. */
@@ -258,7 +259,7 @@ static void *responder_run(void *arg)
 	sb_busio_own(r->c.io);
 	while (!atomic_load(&r->stop)) {
 		sb_busio_dispatch(r->c.io, 50);
-		busconn_drain(&r->c, echo_one, NULL);
+		busconn_drain(&r->c, echo_one, r);
 		sb_busio_flush(r->c.io);
 	}
 	return NULL;
@@ -333,7 +334,7 @@ static json_t *run_paced(const char *url, const char *subject, const char *reply
 	p.t0 = now_ns() + 100000000LL; /* the first tick in 100 ms: both sides settled */
 	struct itimerspec its = {
 	    .it_value = {p.t0 / 1000000000LL, p.t0 % 1000000000LL},
-	    .it_interval = {0, p.step_ns},
+	    .it_interval = {p.step_ns / 1000000000LL, p.step_ns % 1000000000LL},
 	};
 	if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
 		perror("paced: timerfd_settime");
@@ -343,7 +344,7 @@ static json_t *run_paced(const char *url, const char *subject, const char *reply
 	int have_sys = lg_sys_cpu(&busy0, &steal0, &total0) == 0;
 	int64_t self0 = lg_self_cpu_ns();
 	const int64_t drain_end = p.t0 + seconds * 1000000000LL + 2000000000LL;
-	uint64_t sent = 0;
+	uint64_t sent = 0, publish_errors = 0;
 	int64_t last_progress = now_ns();
 	while (p.replies < total && now_ns() < drain_end) {
 		struct epoll_event ev[2];
@@ -363,8 +364,9 @@ static json_t *run_paced(const char *url, const char *subject, const char *reply
 			while (sent < total && p.t0 + (int64_t)sent * p.step_ns <= now) {
 				int64_t due = p.t0 + (int64_t)sent * p.step_ns;
 				memcpy(buf, &due, sizeof due);
-				natsConnection_PublishRequest(q.nc, subject, reply_subject, buf,
-				                              (int)payload);
+				if (natsConnection_PublishRequest(q.nc, subject, reply_subject, buf,
+				                                  (int)payload) != NATS_OK)
+					publish_errors++;
 				sent++;
 			}
 			if (sent == total)
@@ -397,6 +399,15 @@ static json_t *run_paced(const char *url, const char *subject, const char *reply
 	                    have_sys ? json_real(pct_of(steal1 - steal0, total1 - total0, ncpu))
 	                             : json_null());
 	json_object_set_new(out, "cpu", cpu);
+	uint64_t errors = publish_errors + atomic_load(&r.errors);
+	json_object_set_new(out, "publish_errors", json_integer((json_int_t)errors));
+	/* every request sent and answered: anything else is a broken bus, not a slow one */
+	json_object_set_new(out, "ok", json_boolean(errors == 0 && p.replies == sent));
+	if (errors || p.replies != sent)
+		fprintf(stderr,
+		        "error: paced: %llu of %llu requests unanswered, %llu publish errors\n",
+		        (unsigned long long)(sent - p.replies), (unsigned long long)sent,
+		        (unsigned long long)errors);
 out:
 	if (tfd >= 0)
 		close(tfd);
@@ -462,6 +473,7 @@ int main(int argc, char **argv)
 		json_t *out = run_paced(url, b->subject, reply, payload, rate, async_s);
 		int ok = json_is_object(out);
 		if (ok) {
+			ok = json_is_true(json_object_get(out, "ok"));
 			json_object_set_new(out, "nats", json_string(url));
 			json_object_set_new(out, "payload_bytes", json_integer(payload));
 			json_dumpf(out, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);

@@ -85,11 +85,11 @@ static json_t *bounce(const char *mode, int our_cpu, int echo_cpu, int64_t secon
 	char c = 0;
 	while (t < end) {
 		if (write(sv[0], &c, 1) != 1 || read(sv[0], &c, 1) != 1) {
-			perror("sb-wakebench: bounce");
+			fprintf(stderr, "sb-wakebench: the echo process stopped answering\n");
 			goto done;
 		}
 		int64_t t1 = now_ns();
-		lg_hist_add(h, (t1 - t) / 1000);
+		lg_hist_add(h, t1 - t); /* ns: a bounce on one CPU takes a few us */
 		t = t1;
 		n++;
 	}
@@ -98,7 +98,7 @@ static json_t *bounce(const char *mode, int our_cpu, int echo_cpu, int64_t secon
 	double secs = (double)(t - t0) / 1e9;
 	out = json_pack("{s:s,s:i,s:i,s:I,s:f,s:f,s:o}", "mode", mode, "cpu", our_cpu, "echo_cpu",
 	                echo_cpu, "round_trips", (json_int_t)n, "seconds", secs, "per_s",
-	                secs > 0 ? (double)n / secs : 0.0, "round_trip_us", lg_hist_json(h));
+	                secs > 0 ? (double)n / secs : 0.0, "round_trip_ns", lg_hist_json(h));
 	json_object_set_new(out, "machine_busy_pct",
 	                    have_sys ? json_real(pct_of(busy1 - busy0, total1 - total0, ncpu))
 	                             : json_null());
@@ -135,6 +135,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "error: options out of range (see --help)\n");
 		return 2;
 	}
+	signal(SIGPIPE, SIG_IGN); /* an echo process that died shows as an error, not a kill */
 	/* the first two CPUs this process may run on */
 	cpu_set_t allowed;
 	int cpu[2] = {-1, -1}, found = 0;

@@ -344,9 +344,13 @@ static int pacer_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
 	(void)user;
 	(void)in;
 	(void)len;
+	struct lg_worker *w = worker_of(wsi);
+	if (reason == LWS_CALLBACK_RAW_CLOSE_FILE) {
+		w->pacer_fd = -1; /* lws closed it: nothing arms it any more */
+		return 0;
+	}
 	if (reason != LWS_CALLBACK_RAW_RX_FILE)
 		return 0;
-	struct lg_worker *w = worker_of(wsi);
 	uint64_t expirations;
 	if (read(w->pacer_fd, &expirations, sizeof expirations) < 0)
 		return 0; /* a re-arm raced the wake-up */
@@ -374,8 +378,8 @@ static int pacer_start(struct lg_worker *w)
 	if (fd < 0 || !vh ||
 	    !lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, u, "lg-pacer", NULL)) {
 		fprintf(stderr, "worker %d: cannot start the pacer timer\n", w->idx);
-		if (fd >= 0)
-			close(fd);
+		/* a descriptor lws failed to adopt may still be its to close: the worker
+		 * exits now, so leave it */
 		return -1;
 	}
 	w->pacer_fd = fd;
