@@ -25,7 +25,11 @@ struct sb_busio {
 	_Atomic int writes;   /* libnats has buffered data to write */
 	_Atomic int deferred; /* the owner writes it in sb_busio_flush, no EPOLLOUT needed */
 	pthread_mutex_t mu;   /* serialises epoll_ctl and `registered` */
-	unsigned registered;  /* the events the set holds for fd */
+	/* Held (recursively: libnats may close, and so detach, from inside a read) while a
+	 * thread runs libnats' I/O on nc, and by on_detach: natsConnection_Destroy frees nc
+	 * right after the detach, so no dispatch may still be on its way into it. */
+	pthread_mutex_t io_mu;
+	unsigned registered; /* the events the set holds for fd */
 	pthread_t thread;
 	int thread_started;
 	_Atomic int stop;
@@ -102,6 +106,9 @@ static natsStatus on_write(void *user, bool add)
 static natsStatus on_detach(void *user)
 {
 	struct sb_busio *io = user;
+	pthread_mutex_lock(&io->io_mu);
+	atomic_store(&io->nc, NULL); /* attach sets it again on a reconnect */
+	pthread_mutex_unlock(&io->io_mu);
 	pthread_mutex_lock(&io->mu);
 	int fd = atomic_exchange(&io->fd, -1);
 	if (fd >= 0)
@@ -124,7 +131,22 @@ int sb_busio_create(struct sb_busio **out)
 		free(io);
 		return -1;
 	}
+	pthread_mutexattr_t attr;
+	if (pthread_mutexattr_init(&attr) != 0) {
+		close(io->epfd);
+		free(io);
+		return -1;
+	}
+	int ok = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE) == 0 &&
+	         pthread_mutex_init(&io->io_mu, &attr) == 0;
+	pthread_mutexattr_destroy(&attr);
+	if (!ok) {
+		close(io->epfd);
+		free(io);
+		return -1;
+	}
 	if (pthread_mutex_init(&io->mu, NULL) != 0) {
+		pthread_mutex_destroy(&io->io_mu);
 		close(io->epfd);
 		free(io);
 		return -1;
@@ -155,16 +177,19 @@ int sb_busio_dispatch(struct sb_busio *io, int timeout_ms)
 		int n = epoll_wait(io->epfd, ev, 2, round ? 0 : timeout_ms);
 		if (n <= 0)
 			break;
-		natsConnection *nc = atomic_load(&io->nc);
-		for (int i = 0; i < n && nc; i++) {
-			if (ev[i].data.fd != atomic_load(&io->fd))
-				continue; /* a socket libnats has already replaced */
+		pthread_mutex_lock(&io->io_mu);
+		for (int i = 0; i < n; i++) {
+			/* Looked up afresh: a read may have closed the connection (detach). */
+			natsConnection *nc = atomic_load(&io->nc);
+			if (!nc || ev[i].data.fd != atomic_load(&io->fd))
+				continue; /* closed, or a socket libnats has already replaced */
 			/* Write first: a reply queued by the last read goes out in this turn. */
 			if (ev[i].events & EPOLLOUT)
 				natsConnection_ProcessWriteEvent(nc);
 			if (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
 				natsConnection_ProcessReadEvent(nc);
 		}
+		pthread_mutex_unlock(&io->io_mu);
 		worked++;
 	}
 	return worked;
@@ -201,6 +226,7 @@ void sb_busio_destroy(struct sb_busio *io)
 	}
 	if (tl_owned == io)
 		tl_owned = NULL;
+	pthread_mutex_destroy(&io->io_mu);
 	pthread_mutex_destroy(&io->mu);
 	close(io->epfd);
 	free(io);
@@ -215,9 +241,11 @@ void sb_busio_flush(struct sb_busio *io)
 {
 	if (!atomic_exchange(&io->deferred, 0))
 		return;
+	pthread_mutex_lock(&io->io_mu);
 	natsConnection *nc = atomic_load(&io->nc);
 	if (nc)
 		natsConnection_ProcessWriteEvent(nc);
+	pthread_mutex_unlock(&io->io_mu);
 	/* A write the kernel took only in part: the rest waits for EPOLLOUT now. */
 	update(io);
 }

@@ -17,6 +17,9 @@
  * Publishes are "send as soon as possible" (natsOptions_SetSendAsap): they append to
  * libnats' buffer and ask for write interest; nothing waits for a timer.
  * Messages for async subscriptions are still handed to libnats' delivery threads.
+ * libnats' detach (a close or a reconnect) waits for a dispatch in progress, so
+ * natsConnection_Destroy may run while another thread dispatches: the connection is
+ * never used after its detach.
  */
 #ifndef SB_BUSIO_H
 #define SB_BUSIO_H
