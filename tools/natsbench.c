@@ -283,11 +283,6 @@ static void record_reply(struct busconn *c, natsMsg *msg, void *arg)
 	p->replies++;
 }
 
-static double pct_of(int64_t part, int64_t whole, long ncpu)
-{
-	return whole > 0 ? 100.0 * (double)ncpu * (double)part / (double)whole : 0.0;
-}
-
 /* The requester: the gateway's loop without the WebSockets. A timer tick publishes
  * every request that has come due; the socket is read when it has something; what the
  * turn published leaves in one write before the thread sleeps again. */
@@ -340,8 +335,8 @@ static json_t *run_paced(const char *url, const char *subject, const char *reply
 		perror("paced: timerfd_settime");
 		goto out;
 	}
-	int64_t busy0, steal0, total0, busy1, steal1, total1;
-	int have_sys = lg_sys_cpu(&busy0, &steal0, &total0) == 0;
+	int64_t sys0[3] = {0}, sys1[3] = {0};
+	int have_sys = lg_sys_cpu(&sys0[0], &sys0[1], &sys0[2]) == 0;
 	int64_t self0 = lg_self_cpu_ns();
 	const int64_t drain_end = p.t0 + seconds * 1000000000LL + 2000000000LL;
 	uint64_t sent = 0, publish_errors = 0;
@@ -381,7 +376,7 @@ static json_t *run_paced(const char *url, const char *subject, const char *reply
 	}
 	int64_t t_end = now_ns();
 	int64_t self1 = lg_self_cpu_ns();
-	have_sys = have_sys && lg_sys_cpu(&busy1, &steal1, &total1) == 0;
+	have_sys = have_sys && lg_sys_cpu(&sys1[0], &sys1[1], &sys1[2]) == 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	double secs = (double)(t_end - p.t0) / 1e9;
 	out = json_pack(
@@ -392,12 +387,7 @@ static json_t *run_paced(const char *url, const char *subject, const char *reply
 	json_t *cpu =
 	    json_pack("{s:f,s:I,s:f}", "window_s", secs, "cpus", (json_int_t)ncpu, "self_pct",
 	              secs > 0 ? 100.0 * (double)(self1 - self0) / 1e9 / secs : 0.0);
-	json_object_set_new(cpu, "machine_busy_pct",
-	                    have_sys ? json_real(pct_of(busy1 - busy0, total1 - total0, ncpu))
-	                             : json_null());
-	json_object_set_new(cpu, "machine_steal_pct",
-	                    have_sys ? json_real(pct_of(steal1 - steal0, total1 - total0, ncpu))
-	                             : json_null());
+	lg_sys_cpu_json(cpu, sys0, have_sys ? sys1 : sys0);
 	json_object_set_new(out, "cpu", cpu);
 	uint64_t errors = publish_errors + atomic_load(&r.errors);
 	json_object_set_new(out, "publish_errors", json_integer((json_int_t)errors));

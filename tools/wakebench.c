@@ -42,11 +42,6 @@ static int pin(int cpu)
 	return sched_setaffinity(0, sizeof set, &set);
 }
 
-static double pct_of(int64_t part, int64_t whole, long ncpu)
-{
-	return whole > 0 ? 100.0 * (double)ncpu * (double)part / (double)whole : 0.0;
-}
-
 /* One measurement: the echo child on echo_cpu, this process on our_cpu. */
 static json_t *bounce(const char *mode, int our_cpu, int echo_cpu, int64_t seconds)
 {
@@ -78,8 +73,8 @@ static json_t *bounce(const char *mode, int our_cpu, int echo_cpu, int64_t secon
 		perror("sb-wakebench");
 		goto done;
 	}
-	int64_t busy0, steal0, total0, busy1, steal1, total1;
-	int have_sys = lg_sys_cpu(&busy0, &steal0, &total0) == 0;
+	int64_t sys0[3] = {0}, sys1[3] = {0};
+	int have_sys = lg_sys_cpu(&sys0[0], &sys0[1], &sys0[2]) == 0;
 	int64_t t0 = now_ns(), end = t0 + seconds * 1000000000LL, t = t0;
 	uint64_t n = 0;
 	char c = 0;
@@ -93,18 +88,12 @@ static json_t *bounce(const char *mode, int our_cpu, int echo_cpu, int64_t secon
 		t = t1;
 		n++;
 	}
-	have_sys = have_sys && lg_sys_cpu(&busy1, &steal1, &total1) == 0;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	have_sys = have_sys && lg_sys_cpu(&sys1[0], &sys1[1], &sys1[2]) == 0;
 	double secs = (double)(t - t0) / 1e9;
 	out = json_pack("{s:s,s:i,s:i,s:I,s:f,s:f,s:o}", "mode", mode, "cpu", our_cpu, "echo_cpu",
 	                echo_cpu, "round_trips", (json_int_t)n, "seconds", secs, "per_s",
 	                secs > 0 ? (double)n / secs : 0.0, "round_trip_ns", lg_hist_json(h));
-	json_object_set_new(out, "machine_busy_pct",
-	                    have_sys ? json_real(pct_of(busy1 - busy0, total1 - total0, ncpu))
-	                             : json_null());
-	json_object_set_new(out, "machine_steal_pct",
-	                    have_sys ? json_real(pct_of(steal1 - steal0, total1 - total0, ncpu))
-	                             : json_null());
+	lg_sys_cpu_json(out, sys0, have_sys ? sys1 : sys0);
 done:
 	close(sv[0]); /* the child reads EOF and exits */
 	int status;

@@ -111,6 +111,20 @@ def natsbench(*args, timeout=60):
     return out.returncode, out.stdout, out.stderr.decode()
 
 
+def report(tmp_path, results, manifest):
+    """bench/report.py on raw results ({file name: bytes}) and a manifest: latest.md."""
+    res = tmp_path / "res"
+    res.mkdir()
+    for name, data in results.items():
+        (res / name).write_bytes(data)
+    (res / "manifest.tsv").write_text(manifest)
+    script = os.path.join(sb.HERE, "..", "..", "bench", "report.py")
+    done = subprocess.run(["python3", script, "--dir", str(res), "--out", str(tmp_path / "out")],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return (tmp_path / "out" / "latest.md").read_text()
+
+
 def test_natsbench_paced_answers_every_request_and_the_report_reads_it(cluster, tmp_path):
     rc, out, err = natsbench("--nats", cluster.nats_url, "--rate", "400", "--seconds", "2")
     assert rc == 0, err[-2000:]
@@ -126,14 +140,8 @@ def test_natsbench_paced_answers_every_request_and_the_report_reads_it(cluster, 
 
     # bench/report.py shows it as the "bus" row of chat-rate, between the relay and
     # Switchboard, and as the plot's bus columns
-    (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "rate-bus-400.json").write_bytes(out)
-    (tmp_path / "res" / "manifest.tsv").write_text("rate-bus-400\tchat-rate\tbus\t400\n")
-    report = os.path.join(sb.HERE, "..", "..", "bench", "report.py")
-    done = subprocess.run(["python3", report, "--dir", str(tmp_path / "res"),
-                           "--out", str(tmp_path / "out")], capture_output=True, timeout=60)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    md = (tmp_path / "out" / "latest.md").read_text()
+    md = report(tmp_path, {"rate-bus-400.json": out},
+                "rate-bus-400\tchat-rate\tbus\t400\n")
     row = next(line for line in md.splitlines() if line.startswith("| 400 | bus |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3] == f"{lat['p50'] / 1000:.2f}" and cells[4] == f"{lat['p99'] / 1000:.2f}", row
@@ -165,14 +173,7 @@ def test_wakebench_times_hand_offs_on_two_cpus_and_on_one(tmp_path):
         assert 0 <= r["machine_steal_pct"] <= r["machine_busy_pct"], r
 
     # bench/report.py gives each a raw-stage row
-    (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "wake.json").write_bytes(out.stdout)
-    (tmp_path / "res" / "manifest.tsv").write_text("")
-    report = os.path.join(sb.HERE, "..", "..", "bench", "report.py")
-    done = subprocess.run(["python3", report, "--dir", str(tmp_path / "res"),
-                           "--out", str(tmp_path / "out")], capture_output=True, timeout=60)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    md = (tmp_path / "out" / "latest.md").read_text()
+    md = report(tmp_path, {"wake.json": out.stdout}, "")
     for mode, where in (("across", "on two CPUs"), ("same", "on one CPU")):
         if mode in runs:
             row = next(line for line in md.splitlines()

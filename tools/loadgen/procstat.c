@@ -87,3 +87,16 @@ int lg_sys_cpu(int64_t *busy, int64_t *steal, int64_t *total)
 	*steal = v[7];
 	return 0;
 }
+
+void lg_sys_cpu_json(json_t *o, const int64_t before[3], const int64_t after[3])
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int64_t dt = after[2] - before[2];
+	double scale = dt > 0 ? 100.0 * (double)ncpu / (double)dt : 0.0;
+	json_object_set_new(o, "machine_busy_pct",
+	                    dt > 0 ? json_real(scale * (double)(after[0] - before[0]))
+	                           : json_null());
+	json_object_set_new(o, "machine_steal_pct",
+	                    dt > 0 ? json_real(scale * (double)(after[1] - before[1]))
+	                           : json_null());
+}

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lg.h"
+#include "procstat.h"
 
 void lg_report_merge(struct lg_run *run, size_t offset, struct lg_hist *out)
 {
@@ -154,21 +155,11 @@ static json_t *cpu(struct lg_run *run, int connect)
 		return o;
 	/* the whole machine over the same window: what neither we nor the watched
 	 * processes used was used by someone else (other jobs skew the figures) */
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int64_t dt = run->sys_total1 - run->sys_total0;
-	json_object_set_new(o, "cpus", json_integer(ncpu));
-	json_object_set_new(o, "machine_busy_pct",
-	                    dt > 0
-	                        ? json_real(100.0 * (double)ncpu *
-	                                    (double)(run->sys_busy1 - run->sys_busy0) / (double)dt)
-	                        : json_null());
-	/* of which the hypervisor ran someone else on our virtual CPUs: on a shared VM
-	 * the latency tail follows it */
-	json_object_set_new(
-	    o, "machine_steal_pct",
-	    dt > 0 ? json_real(100.0 * (double)ncpu * (double)(run->sys_steal1 - run->sys_steal0) /
-	                       (double)dt)
-	           : json_null());
+	json_object_set_new(o, "cpus", json_integer(sysconf(_SC_NPROCESSORS_ONLN)));
+	/* machine_steal_pct: of which the hypervisor ran someone else on our virtual CPUs
+	 * (on a shared VM the latency tail follows it) */
+	lg_sys_cpu_json(o, (const int64_t[3]){run->sys_busy0, run->sys_steal0, run->sys_total0},
+	                (const int64_t[3]){run->sys_busy1, run->sys_steal1, run->sys_total1});
 	return o;
 }
 
