@@ -195,6 +195,27 @@ int sb_busio_dispatch(struct sb_busio *io, int timeout_ms)
 	return worked;
 }
 
+int sb_busio_unstall(struct sb_busio *io)
+{
+	if (atomic_load(&io->deferred))
+		return 0; /* the owner writes it before it sleeps */
+	int stalled = 0;
+	pthread_mutex_lock(&io->io_mu);
+	natsConnection *nc = atomic_load(&io->nc);
+	/* Read after libnats' lock: a publish asks for write interest under that lock, so a
+	 * set without EPOLLOUT here is not one about to get it. */
+	if (nc && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED &&
+	    natsConnection_Buffered(nc) > 0) {
+		pthread_mutex_lock(&io->mu);
+		stalled = !(io->registered & EPOLLOUT);
+		pthread_mutex_unlock(&io->mu);
+		if (stalled)
+			natsConnection_ProcessWriteEvent(nc);
+	}
+	pthread_mutex_unlock(&io->io_mu);
+	return stalled;
+}
+
 static void *pump(void *arg)
 {
 	struct sb_busio *io = arg;

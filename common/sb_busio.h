@@ -17,9 +17,10 @@
  * Publishes are "send as soon as possible" (natsOptions_SetSendAsap): they append to
  * libnats' buffer and ask for write interest; nothing waits for a timer.
  * Messages for async subscriptions are still handed to libnats' delivery threads.
- * libnats' detach (a close or a reconnect) waits for a dispatch in progress, so
+ * libnats' detach (its close) waits for a dispatch in progress, so
  * natsConnection_Destroy may run while another thread dispatches: the connection is
- * never used after its detach.
+ * never used after its detach. A reconnect does not detach: libnats closes the old
+ * socket itself and attaches the new one.
  */
 #ifndef SB_BUSIO_H
 #define SB_BUSIO_H
@@ -59,6 +60,15 @@ void sb_busio_own(struct sb_busio *io);
 /* Owner thread: write what its publishes left in libnats' buffer (one send); what the
  * kernel does not take waits for EPOLLOUT as usual. */
 void sb_busio_flush(struct sb_busio *io);
+
+/*
+ * The dispatching thread, now and then (the gateway: once a second): if libnats holds
+ * bytes to write on a connected socket while the set does not ask for EPOLLOUT, write
+ * them now (libnats sends nothing else until a write event). 1 when it had to, else 0.
+ * A safety net with a count: it should not fire, bar the instant of a reconnect between
+ * libnats queueing the resent subscriptions and asking for write interest.
+ */
+int sb_busio_unstall(struct sb_busio *io);
 
 /* Dispatch on a thread of io's own from now on (services without a loop, and the
  * gateway after its loop has stopped, to flush and close). 0, or -1. */

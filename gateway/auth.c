@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "busloop.h"
 #include "conn.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
@@ -111,7 +112,10 @@ int gw_auth_verdict(struct gw *gw, const Sb__Envelope *reply, enum gw_kind kind,
 	if (!reply) {
 		gw->auth_down_until_ms = sb_mono_ms() + 1000;
 		gw->m.conns_refused_unavailable++;
-		SB_WARN("auth_unavailable", "msg=\"auth-svc did not answer\" endpoint=%s", path);
+		char bus[128];
+		gw_busloop_describe(gw, bus, sizeof bus);
+		SB_WARN("auth_unavailable", "msg=\"auth-svc did not answer\" endpoint=%s %s", path,
+		        bus);
 		return 503;
 	}
 	if (reply->body_case == SB__ENVELOPE__BODY_ERROR) {

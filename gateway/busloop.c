@@ -3,12 +3,14 @@
  */
 #include "busloop.h"
 
+#include <stdio.h>
 #include <unistd.h>
 
 #include "handoff.h"
 #include "rawfile.h"
 #include "sb_busio.h"
 #include "sb_log.h"
+#include "timer.h"
 
 int gw_busloop_create(struct gw *gw)
 {
@@ -28,8 +30,34 @@ int gw_busloop_attach(struct gw *gw)
 	return 0;
 }
 
+static void check(lws_sorted_usec_list_t *sul)
+{
+	struct gw *gw = lws_container_of(sul, struct gw, busloop_sul);
+	int pending = 0;
+	int unread = gw->inbox_polled && gw->inbox_sub &&
+	             natsSubscription_GetPending(gw->inbox_sub, &pending, NULL) == NATS_OK &&
+	             pending > 0;
+	int unwritten = sb_busio_unstall(gw->busio);
+	if (unread || unwritten) {
+		char bus[128];
+		gw_busloop_describe(gw, bus, sizeof bus);
+		gw->m.bus_stalls++;
+		SB_WARN("bus_stall", "unwritten=%d unread_replies=%d %s", unwritten, pending, bus);
+	}
+	sb_busio_dispatch(gw->busio, 0);
+	gw_handoff_poll_replies(gw);
+	gw_timer_schedule(gw, &gw->busloop_sul, check, LWS_US_PER_SEC);
+}
+
+void gw_busloop_start_checks(struct gw *gw)
+{
+	if (gw->busio)
+		gw_timer_schedule(gw, &gw->busloop_sul, check, LWS_US_PER_SEC);
+}
+
 void gw_busloop_detach(struct gw *gw)
 {
+	lws_sul_cancel(&gw->busloop_sul);
 	if (gw->busio && sb_busio_start_thread(gw->busio) < 0)
 		SB_ERROR("busio_thread", NULL);
 }
@@ -38,6 +66,20 @@ void gw_busloop_destroy(struct gw *gw)
 {
 	sb_busio_destroy(gw->busio);
 	gw->busio = NULL;
+}
+
+void gw_busloop_describe(struct gw *gw, char *buf, size_t size)
+{
+	uint64_t in = 0, out = 0, reconnects = 0, unused = 0;
+	natsStatistics *st = NULL;
+	natsConnection *nc = gw->bus ? gw->bus->nc : NULL;
+	if (nc && natsStatistics_Create(&st) == NATS_OK &&
+	    natsConnection_GetStats(nc, st) == NATS_OK)
+		natsStatistics_GetCounts(st, &in, &unused, &out, &unused, &reconnects);
+	natsStatistics_Destroy(st);
+	snprintf(buf, size, "bus_buffered=%d bus_in=%llu bus_out=%llu bus_reconnects=%llu",
+	         nc ? natsConnection_Buffered(nc) : -1, (unsigned long long)in,
+	         (unsigned long long)out, (unsigned long long)reconnects);
 }
 
 int gw_busloop_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -51,6 +93,11 @@ int gw_busloop_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 	case LWS_CALLBACK_RAW_RX_FILE:
 		sb_busio_dispatch(gw->busio, 0);
 		gw_handoff_poll_replies(gw);
+		return 0;
+	case LWS_CALLBACK_RAW_CLOSE_FILE:
+		/* Only the context's end closes it: otherwise the bus would go unread. */
+		if (!gw->done)
+			SB_ERROR("busio_unwatched", "msg=\"lws closed the bus socket's set\"");
 		return 0;
 	default:
 		return gw_rawfile_other(reason);

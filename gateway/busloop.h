@@ -20,12 +20,21 @@ int gw_busloop_create(struct gw *gw);
 /* After the lws context exists: lws polls the set. 0, or -1. */
 int gw_busloop_attach(struct gw *gw);
 
+/* On the loop, once it runs: once a second, look at the bus socket whether or not it
+ * woke the loop (sb_busio_unstall; replies left on the inbox). Counted as
+ * sb_gateway_bus_stalls_total and logged: it should find nothing. */
+void gw_busloop_start_checks(struct gw *gw);
+
 /* The loop has stopped: a thread takes the socket over, so the last publishes, the
  * flush and the close still happen. */
 void gw_busloop_detach(struct gw *gw);
 
 /* After the bus is destroyed. */
 void gw_busloop_destroy(struct gw *gw);
+
+/* "bus_buffered=B bus_in=N bus_out=M bus_reconnects=R" for a warning about an unanswered
+ * request: whether the publishes left (B stays 0, out grows) and anything came back. */
+void gw_busloop_describe(struct gw *gw, char *buf, size_t size);
 
 /* The raw protocol's callback (the set's readiness). */
 int gw_busloop_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

@@ -159,6 +159,7 @@ struct gw_event {
 struct gw_handoff {
 	pthread_mutex_t lock;
 	struct gw_event *head, *tail;
+	_Atomic int tracked; /* async subscriptions whose delivery thread may still push */
 };
 
 struct gw_metrics {
@@ -181,6 +182,7 @@ struct gw_metrics {
 	int64_t conns_current[3];
 	uint64_t receipts_sent;
 	uint64_t idle_closes;
+	uint64_t bus_stalls; /* busloop.c's once-a-second check found work left behind */
 };
 
 struct gw_receipt {
@@ -190,7 +192,7 @@ struct gw_receipt {
 	uint64_t id;
 };
 
-#define GW_TIMER_SULS 8 /* the suls of struct gw below */
+#define GW_TIMER_SULS 8 /* the suls of struct gw below (7) and one to spare */
 
 struct gw {
 	struct gw_config cfg;
@@ -225,8 +227,9 @@ struct gw {
 	int evlib;      /* lws runs on libev: lws_service() returns only once the loop stops */
 	int64_t now_ms; /* sb_mono_ms() as of the last keepalive sweep (keepalive.c) */
 	lws_sorted_usec_list_t keepalive_sul;
-	int64_t auth_down_until_ms;  /* fail fast while auth-svc does not answer */
-	struct gw_receipt *receipts; /* pending delivery receipts (receipts.c) */
+	lws_sorted_usec_list_t busloop_sul; /* busloop.c's once-a-second check */
+	int64_t auth_down_until_ms;         /* fail fast while auth-svc does not answer */
+	struct gw_receipt *receipts;        /* pending delivery receipts (receipts.c) */
 	size_t receipts_len, receipts_cap;
 	int receipts_scheduled;
 	lws_sorted_usec_list_t receipts_sul;

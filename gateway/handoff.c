@@ -4,6 +4,7 @@
 #include "handoff.h"
 
 #include <stdlib.h>
+#include <time.h>
 
 #include "auth.h"
 #include "chat.h"
@@ -15,6 +16,30 @@
 int gw_handoff_init(struct gw *gw)
 {
 	return pthread_mutex_init(&gw->handoff.lock, NULL) == 0 ? 0 : -1;
+}
+
+static void on_complete(void *closure)
+{
+	struct gw *gw = closure;
+	atomic_fetch_sub(&gw->handoff.tracked, 1);
+}
+
+void gw_handoff_track(struct gw *gw, natsSubscription *sub)
+{
+	atomic_fetch_add(&gw->handoff.tracked, 1);
+	if (natsSubscription_SetOnCompleteCB(sub, on_complete, gw) != NATS_OK)
+		atomic_fetch_sub(&gw->handoff.tracked, 1);
+}
+
+int gw_handoff_wait_untracked(struct gw *gw, int timeout_ms)
+{
+	const struct timespec step = {0, 5 * 1000 * 1000};
+	for (int waited = 0; atomic_load(&gw->handoff.tracked) > 0; waited += 5) {
+		if (waited >= timeout_ms)
+			return -1;
+		nanosleep(&step, NULL);
+	}
+	return 0;
 }
 
 void gw_handoff_push(struct gw *gw, enum gw_event_kind kind, natsMsg *msg)

@@ -13,6 +13,14 @@
 int gw_handoff_init(struct gw *gw);
 void gw_handoff_destroy(struct gw *gw);
 
+/* After an asynchronous subscription is made: it counts until libnats says its delivery
+ * thread has returned from the handler for the last time (its on-complete callback). */
+void gw_handoff_track(struct gw *gw, natsSubscription *sub);
+
+/* Shutdown, after the bus is closed: wait (at most timeout_ms) until no tracked
+ * subscription can push any more. 0, or -1 on timeout (then leave the list alone). */
+int gw_handoff_wait_untracked(struct gw *gw, int timeout_ms);
+
 /* Any thread. Takes ownership of msg (destroyed after dispatch, or now on failure). */
 void gw_handoff_push(struct gw *gw, enum gw_event_kind kind, natsMsg *msg);
 

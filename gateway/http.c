@@ -105,6 +105,9 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        "# TYPE sb_gateway_slow_consumer_closes_total counter\n"
 	        "sb_gateway_slow_consumer_closes_total %llu\n"
 	        "# TYPE sb_gateway_idle_closes_total counter\nsb_gateway_idle_closes_total %llu\n"
+	        "# HELP sb_gateway_bus_stalls_total Bus work the loop was not woken for, found by "
+	        "the once-a-second check (expected 0).\n"
+	        "# TYPE sb_gateway_bus_stalls_total counter\nsb_gateway_bus_stalls_total %llu\n"
 	        "# HELP sb_gateway_receipt_messages_total Delivery receipt messages published "
 	        "(one per subject and flush, each for many users).\n"
 	        "# TYPE sb_gateway_receipt_messages_total counter\n"
@@ -117,8 +120,8 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        (unsigned long long)m->chat_delivered, (unsigned long long)m->backlog_replayed,
 	        (unsigned long long)m->request_timeouts, (unsigned long long)m->rate_limited,
 	        (unsigned long long)m->slow_consumer_closes, (unsigned long long)m->idle_closes,
-	        (unsigned long long)m->receipts_sent, gw_requests_inflight(gw),
-	        atomic_load(&gw->bus->connected));
+	        (unsigned long long)m->bus_stalls, (unsigned long long)m->receipts_sent,
+	        gw_requests_inflight(gw), atomic_load(&gw->bus->connected));
 	size_t reg_len = 0;
 	char *reg = sb_metrics_render(&gw->reg, &reg_len);
 	if (reg)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backlog.h"
+#include "busloop.h"
 #include "chat.h"
 #include "notify.h"
 #include "preauth.h"
@@ -111,8 +112,10 @@ static void on_timeout(struct gw *gw, struct gw_req *r)
 		set_deadline(gw, r);
 		return;
 	}
-	SB_WARN("request_failed", "subject=%s corr=%llu tries=%d", r->subject,
-	        (unsigned long long)r->corr, r->tries);
+	char bus[128];
+	gw_busloop_describe(gw, bus, sizeof bus);
+	SB_WARN("request_failed", "subject=%s corr=%llu tries=%d %s", r->subject,
+	        (unsigned long long)r->corr, r->tries, bus);
 	if (r->conn && r->kind == GW_REQ_NOTIFY_SYNC)
 		gw_backlog_failed(gw, r->conn);
 	else if (r->conn)

@@ -47,8 +47,10 @@ static int subscribe(struct gw *gw, natsSubscription **sub, const char *base, ui
 	char subj[64];
 	snprintf(subj, sizeof subj, "%s.%llu", base, (unsigned long long)id);
 	natsStatus s = natsConnection_Subscribe(sub, gw->bus->nc, subj, cb, gw);
-	if (s == NATS_OK)
+	if (s == NATS_OK) {
+		gw_handoff_track(gw, *sub);
 		s = natsSubscription_SetPendingLimits(*sub, -1, -1);
+	}
 	if (s != NATS_OK) {
 		SB_ERROR("subscribe_failed", "subject=%s error=\"%s\"", subj,
 		         natsStatus_GetText(s));

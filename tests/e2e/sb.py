@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import base64
 import calendar
+import glob
 import hashlib
 import http.client
 import json
@@ -451,17 +452,22 @@ class Cluster:
                          "runtime error:", "WARNING: ThreadSanitizer")
 
     def sanitizer_reports(self):
-        """[(service, first lines of each sanitizer report)] found in any log."""
+        """[(log, first lines of each sanitizer report)] found in any log of the cluster's
+        directory: its services and every process a test started there on its own (a
+        gateway that was meant to fail, an extra client)."""
         found = []
-        for proc in self.procs:
+        paths = {proc.log_path for proc in self.procs}
+        paths |= set(glob.glob(os.path.join(self.dir, "*.log")))
+        for path in sorted(paths):
             try:
-                with open(proc.log_path, "rb") as f:
+                with open(path, "rb") as f:
                     lines = f.read().decode("utf-8", "replace").splitlines()
             except OSError:
                 continue
+            name = os.path.basename(path)[:-len(".log")]
             for i, line in enumerate(lines):
                 if any(m in line for m in self.SANITIZER_MARKERS):
-                    found.append((proc.name, "\n".join(lines[i:i + 12])))
+                    found.append((name, "\n".join(lines[i:i + 12])))
         return found
 
     def log_tails(self, lines=60):
