@@ -48,13 +48,15 @@ static natsStatus update(struct sb_busio *io)
 	                (atomic_load(&io->writes) && !atomic_load(&io->deferred) ? EPOLLOUT : 0u);
 	if (fd >= 0 && want != io->registered) {
 		struct epoll_event ev = {.events = want, .data.fd = fd};
-		if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, fd, &ev) == 0 ||
-		    (errno == ENOENT && epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) == 0))
+		if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) {
 			io->registered = want;
-		else if (errno != EBADF && errno != ENOENT)
+		} else if (errno != EBADF && errno != ENOENT) {
+			SB_ERROR("busio_epoll", "fd=%d events=%u errno=%d", fd, want, errno);
 			s = NATS_ERR;
-		/* else the socket is gone (closed for a reconnect): the next attach brings a
-		 * new one */
+		}
+		/* else the socket is gone: libnats closes it before a reconnect without a
+		 * detach, and its number may belong to any descriptor by now, so it is never
+		 * added here (only attach adds, the new socket) */
 	}
 	pthread_mutex_unlock(&io->mu);
 	return s;
