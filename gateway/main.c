@@ -126,13 +126,16 @@ static int subscribe_gateway_subjects(struct gw *gw)
 }
 
 /* After the bus is closed: the hand-off list goes once no delivery thread of libnats can
- * push to it, else it stays (a leak rather than a free under a late push). */
-static void end_handoff(struct gw *gw)
+ * push to it. 1 then; 0 when one still could after 2 s: the list and gw must stay (a
+ * leak rather than a free under a late push). */
+static int end_handoff(struct gw *gw)
 {
-	if (gw_handoff_wait_untracked(gw, 2000) == 0)
+	if (gw_handoff_wait_untracked(gw, 2000) == 0) {
 		gw_handoff_destroy(gw);
-	else
-		SB_WARN("handoff_busy", "msg=\"a subscription still delivering after 2 s\"");
+		return 1;
+	}
+	SB_WARN("handoff_busy", "msg=\"a subscription still delivering after 2 s\"");
+	return 0;
 }
 
 /* A start that failed after the handoff list: release what was made (a sanitizer
@@ -152,9 +155,10 @@ static int start_failed(struct gw *gw)
 	gw_timer_destroy(gw);
 	if (gw->ctx)
 		lws_context_destroy(gw->ctx);
-	end_handoff(gw);
+	int quiet = end_handoff(gw);
 	gw_busloop_destroy(gw);
-	free(gw);
+	if (quiet)
+		free(gw);
 	return 1;
 }
 
@@ -363,7 +367,7 @@ int main(int argc, char **argv)
 	gw_receipts_destroy(gw);
 	gw_quota_destroy(gw);
 	sb_bus_destroy(gw->bus, 100);
-	end_handoff(gw);
+	int quiet = end_handoff(gw);
 	gw_busloop_destroy(gw);
 	pthread_cancel(sig_thread);
 	pthread_join(sig_thread, NULL);
@@ -375,6 +379,7 @@ int main(int argc, char **argv)
 	SB_INFO("stopped", NULL);
 	free(gw->pending.user_name);
 	free(gw->flush);
-	free(gw);
+	if (quiet)
+		free(gw);
 	return 0;
 }
