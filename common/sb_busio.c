@@ -21,7 +21,7 @@ struct sb_busio {
 	int epfd;
 	_Atomic(natsConnection *) nc;
 	_Atomic int fd;       /* the attached socket, -1 while none */
-	_Atomic int reads;    /* libnats wants read events */
+	_Atomic int reads;    /* libnats wants read events: connected (sb_busio_up) */
 	_Atomic int writes;   /* libnats has buffered data to write */
 	_Atomic int deferred; /* the owner writes it in sb_busio_flush, no EPOLLOUT needed */
 	pthread_mutex_t mu;   /* serialises epoll_ctl and `registered` */
@@ -171,6 +171,28 @@ int sb_busio_fd(const struct sb_busio *io)
 	return io->epfd;
 }
 
+/* An event (a hang-up: the set asks for nothing else now) on the socket libnats
+ * dropped at a disconnect. libnats is reconnecting with its connection locked, so the
+ * event is not handed in, where it would wait for the lock; the socket leaves the set
+ * instead (a hang-up is reported until then), and the reconnect's attach adds the new
+ * one. */
+static void forget_dead_socket(struct sb_busio *io, int fd)
+{
+	pthread_mutex_lock(&io->mu);
+	if (fd == atomic_load(&io->fd) && !atomic_load(&io->reads)) {
+		/* Fails harmlessly if libnats closed it meanwhile (the number may be a new
+		 * socket's by now, whose registration this is not). */
+		epoll_ctl(io->epfd, EPOLL_CTL_DEL, fd, NULL);
+		io->registered = 0;
+	}
+	pthread_mutex_unlock(&io->mu);
+}
+
+int sb_busio_up(struct sb_busio *io)
+{
+	return atomic_load(&io->reads);
+}
+
 int sb_busio_dispatch(struct sb_busio *io, int timeout_ms)
 {
 	int worked = 0;
@@ -185,6 +207,10 @@ int sb_busio_dispatch(struct sb_busio *io, int timeout_ms)
 			natsConnection *nc = atomic_load(&io->nc);
 			if (!nc || ev[i].data.fd != atomic_load(&io->fd))
 				continue; /* closed, or a socket libnats has already replaced */
+			if (!atomic_load(&io->reads)) {
+				forget_dead_socket(io, ev[i].data.fd);
+				continue;
+			}
 			/* Write first: a reply queued by the last read goes out in this turn. */
 			if (ev[i].events & EPOLLOUT)
 				natsConnection_ProcessWriteEvent(nc);
@@ -199,8 +225,8 @@ int sb_busio_dispatch(struct sb_busio *io, int timeout_ms)
 
 int sb_busio_unstall(struct sb_busio *io)
 {
-	if (atomic_load(&io->deferred))
-		return 0; /* the owner writes it before it sleeps */
+	if (atomic_load(&io->deferred) || !atomic_load(&io->reads))
+		return 0; /* the owner writes it before it sleeps; or no socket to write to */
 	int stalled = 0;
 	pthread_mutex_lock(&io->io_mu);
 	natsConnection *nc = atomic_load(&io->nc);

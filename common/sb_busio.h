@@ -43,6 +43,17 @@ natsStatus sb_busio_configure(struct sb_busio *io, natsOptions *opts);
  * watch (it must not close it; give it a dup() when the loop closes what it watches). */
 int sb_busio_fd(const struct sb_busio *io);
 
+/*
+ * 1 while libnats has a connected socket attached; 0 before the first connect and
+ * from a disconnect until the reconnect attaches the new socket. In between, libnats'
+ * reconnect thread holds the connection's lock through each attempt (TCP connect,
+ * INFO, CONNECT and PONG: up to the connect timeout, 2 s, against a server that
+ * accepts and does not answer), so every call into the connection -- a publish, a
+ * subscribe, its status or statistics -- waits that long. A loop that must not block
+ * asks this first. Any thread.
+ */
+int sb_busio_up(struct sb_busio *io);
+
 /* Run the bus socket's ready reads and writes, waiting at most timeout_ms (0: do not
  * wait) for the first. One thread at a time: the loop that polls sb_busio_fd, or the
  * thread of sb_busio_start_thread. Returns how many rounds found work. */

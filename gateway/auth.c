@@ -99,7 +99,7 @@ int gw_auth_precheck(struct gw *gw, const char *path, const char *origin, const 
 		        path);
 		return 403;
 	}
-	if (!atomic_load(&gw->bus->connected) || sb_mono_ms() < gw->auth_down_until_ms) {
+	if (!gw_bus_up(gw) || sb_mono_ms() < gw->auth_down_until_ms) {
 		gw->m.conns_refused_unavailable++;
 		return 503;
 	}

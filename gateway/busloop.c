@@ -3,6 +3,7 @@
  */
 #include "busloop.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "sb_busio.h"
 #include "sb_log.h"
 #include "timer.h"
+#include "users.h"
 
 int gw_busloop_create(struct gw *gw)
 {
@@ -46,6 +48,7 @@ static void check(lws_sorted_usec_list_t *sul)
 	}
 	sb_busio_dispatch(gw->busio, 0);
 	gw_handoff_poll_replies(gw);
+	gw_users_unsubscribe_deferred(gw);
 	gw_timer_schedule(gw, &gw->busloop_sul, check, LWS_US_PER_SEC);
 }
 
@@ -68,18 +71,29 @@ void gw_busloop_destroy(struct gw *gw)
 	gw->busio = NULL;
 }
 
+int gw_bus_up(struct gw *gw)
+{
+	return gw->bus && atomic_load(&gw->bus->connected) &&
+	       (!gw->busio || sb_busio_up(gw->busio));
+}
+
 void gw_busloop_describe(struct gw *gw, char *buf, size_t size)
 {
+	if (!gw_bus_up(gw)) {
+		snprintf(buf, size, "bus_up=0 bus_reconnects=%llu",
+		         (unsigned long long)(gw->bus ? atomic_load(&gw->bus->reconnects) : 0));
+		return;
+	}
 	uint64_t in = 0, out = 0, reconnects = 0, unused = 0;
 	natsStatistics *st = NULL;
-	natsConnection *nc = gw->bus ? gw->bus->nc : NULL;
+	natsConnection *nc = gw->bus->nc;
 	if (nc && natsStatistics_Create(&st) == NATS_OK &&
 	    natsConnection_GetStats(nc, st) == NATS_OK)
 		natsStatistics_GetCounts(st, &in, &unused, &out, &unused, &reconnects);
 	natsStatistics_Destroy(st);
 	snprintf(buf, size, "bus_buffered=%d bus_in=%llu bus_out=%llu bus_reconnects=%llu",
-	         nc ? natsConnection_Buffered(nc) : -1, (unsigned long long)in,
-	         (unsigned long long)out, (unsigned long long)reconnects);
+	         natsConnection_Buffered(nc), (unsigned long long)in, (unsigned long long)out,
+	         (unsigned long long)reconnects);
 }
 
 int gw_busloop_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

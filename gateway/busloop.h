@@ -32,8 +32,19 @@ void gw_busloop_detach(struct gw *gw);
 /* After the bus is destroyed. */
 void gw_busloop_destroy(struct gw *gw);
 
+/* Loop thread: 1 when the loop may call into the bus connection (publish, subscribe,
+ * unsubscribe, statistics) without waiting. 0 from a disconnect until the reconnect is
+ * done: libnats' reconnect thread then holds the connection's lock through each connect
+ * attempt (up to 2 s against a server that accepts and does not answer), and the loop
+ * would stop serving every socket behind it. Those callers fail, retry or defer
+ * instead (requests.c, receipts.c, users.c). From libnats' event-loop callbacks
+ * (sb_busio_up, set before the reconnect thread starts) and the reconnected callback;
+ * with TLS, where libnats' own threads run the socket, from the callbacks only. */
+int gw_bus_up(struct gw *gw);
+
 /* "bus_buffered=B bus_in=N bus_out=M bus_reconnects=R" for a warning about an unanswered
- * request: whether the publishes left (B stays 0, out grows) and anything came back. */
+ * request: whether the publishes left (B stays 0, out grows) and anything came back;
+ * "bus_up=0 bus_reconnects=R" while the bus is down (gw_bus_up). */
 void gw_busloop_describe(struct gw *gw, char *buf, size_t size);
 
 /* The raw protocol's callback (the set's readiness). */

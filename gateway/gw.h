@@ -183,6 +183,8 @@ struct gw_metrics {
 	uint64_t receipts_sent;
 	uint64_t idle_closes;
 	uint64_t bus_stalls; /* busloop.c's once-a-second check found work left behind */
+	uint64_t receipts_dropped;
+	uint64_t unsubs_deferred;
 };
 
 struct gw_receipt {
@@ -207,7 +209,10 @@ struct gw {
 	char inbox_prefix[48]; /* "_INBOX.<instance>." */
 	struct gw_handoff handoff;
 	void *users; /* tsearch tree of struct gw_user*, by id */
-	void *reqs;  /* tsearch tree of struct gw_req*, by corr */
+	/* Per-user subscriptions whose users left while the bus was down (users.c). */
+	natsSubscription **unsub_later;
+	size_t unsub_later_len, unsub_later_cap;
+	void *reqs; /* tsearch tree of struct gw_req*, by corr */
 	/* Requests by deadline: one FIFO per timeout length ([0] bus requests, [1] token
 	 * verification) is in deadline order by construction; one timer serves both. */
 	lws_dll2_owner_t req_timeouts[2];

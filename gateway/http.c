@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "busloop.h"
 #include "frame.h"
 #include "sb_util.h"
 #include "requests.h"
@@ -121,7 +122,18 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        (unsigned long long)m->request_timeouts, (unsigned long long)m->rate_limited,
 	        (unsigned long long)m->slow_consumer_closes, (unsigned long long)m->idle_closes,
 	        (unsigned long long)m->bus_stalls, (unsigned long long)m->receipts_sent,
-	        gw_requests_inflight(gw), atomic_load(&gw->bus->connected));
+	        gw_requests_inflight(gw), gw_bus_up(gw));
+	fprintf(f,
+	        "# HELP sb_gateway_receipts_dropped_total Delivery receipts not kept (out of "
+	        "memory, or over 65,536 held while the bus was down); those messages replay on "
+	        "the next connect.\n"
+	        "# TYPE sb_gateway_receipts_dropped_total counter\n"
+	        "sb_gateway_receipts_dropped_total %llu\n"
+	        "# HELP sb_gateway_unsubscribes_deferred_total Per-user unsubscribes put off "
+	        "while the bus was down (made once it is back).\n"
+	        "# TYPE sb_gateway_unsubscribes_deferred_total counter\n"
+	        "sb_gateway_unsubscribes_deferred_total %llu\n",
+	        (unsigned long long)m->receipts_dropped, (unsigned long long)m->unsubs_deferred);
 	size_t reg_len = 0;
 	char *reg = sb_metrics_render(&gw->reg, &reg_len);
 	if (reg)
@@ -153,7 +165,7 @@ int gw_http_request(struct gw *gw, struct lws *wsi, struct gw_conn *c, const cha
 	if (!strcmp(path, "/healthz"))
 		return respond(wsi, c, 200, "text/plain", strdup("ok\n"), 3);
 	if (!strcmp(path, "/readyz")) {
-		int ready = atomic_load(&gw->bus->connected) && !gw->draining;
+		int ready = gw_bus_up(gw) && !gw->draining;
 		return respond(wsi, c, ready ? 200 : 503, "text/plain",
 		               strdup(ready ? "ready\n" : "not ready\n"), ready ? 6 : 10);
 	}

@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "busloop.h"
 #include "handoff.h"
+#include "users.h"
 #include "http.h"
 #include "keepalive.h"
 #include "quota.h"
@@ -361,6 +362,7 @@ int main(int argc, char **argv)
 	gw_preauth_destroy(gw);
 	gw_timer_destroy(gw);
 	lws_context_destroy(gw->ctx);
+	gw_users_destroy_deferred(gw);
 	natsSubscription_Destroy(gw->inbox_sub);
 	natsSubscription_Destroy(gw->revoked_sub);
 	natsSubscription_Destroy(gw->notify_all_sub);

@@ -10,12 +10,14 @@
 
 #include <stdlib.h>
 
+#include "busloop.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
 #include "timer.h"
 
 #define FLUSH_US    (5 * LWS_US_PER_MS)
+#define HOLD_US     (100 * LWS_US_PER_MS) /* the next look while the bus is down */
 #define MAX_PENDING 65536
 /* Ids per bus message (so per user in it too): a message stays far below NATS'
  * max_payload and below chat-svc's CHAT_DELIVERED_MAX_IDS per receipt. */
@@ -56,11 +58,22 @@ static void publish_batch(struct gw *gw, const struct gw_receipt *first, Sb__Del
 		gw->m.receipts_sent++;
 }
 
+static void on_flush(lws_sorted_usec_list_t *sul);
+
 void gw_receipts_flush(struct gw *gw)
 {
 	size_t n = gw->receipts_len;
 	if (!n)
 		return;
+	if (!gw_bus_up(gw)) {
+		/* Kept for when the bus is back (a publish now could wait for libnats'
+		 * reconnect attempt); add() drops beyond MAX_PENDING. */
+		if (!gw->receipts_scheduled && !gw->done) {
+			gw->receipts_scheduled = 1;
+			gw_timer_schedule(gw, &gw->receipts_sul, on_flush, HOLD_US);
+		}
+		return;
+	}
 	struct gw_receipt *r = gw->receipts;
 	qsort(r, n, sizeof *r, cmp_receipt);
 	/* ids[i] belongs to r[i]: each user's ids are a contiguous run of it. */
@@ -126,8 +139,11 @@ void gw_receipts_add(struct gw *gw, enum gw_kind kind, uint64_t user_id, uint64_
 			}
 		}
 	}
-	if (gw->receipts_len == gw->receipts_cap)
-		return; /* out of memory even after a flush: the replay will dedup */
+	if (gw->receipts_len == gw->receipts_cap) {
+		/* out of memory even after a flush, or the bus down: the replay will dedup */
+		gw->m.receipts_dropped++;
+		return;
+	}
 	uint32_t part = kind == GW_CHAT ? sb_partition(user_id, (uint32_t)gw->cfg.partitions) : 0;
 	gw->receipts[gw->receipts_len++] = (struct gw_receipt){kind, part, user_id, id};
 	if (!gw->receipts_scheduled) {
@@ -139,6 +155,11 @@ void gw_receipts_add(struct gw *gw, enum gw_kind kind, uint64_t user_id, uint64_
 void gw_receipts_destroy(struct gw *gw)
 {
 	lws_sul_cancel(&gw->receipts_sul);
+	if (gw->receipts_len)
+		SB_WARN("receipts_unsent",
+		        "receipts=%zu msg=\"the bus was down at exit; those "
+		        "messages replay on next connect, de-duplicated\"",
+		        gw->receipts_len);
 	free(gw->receipts);
 	gw->receipts = NULL;
 	gw->receipts_len = gw->receipts_cap = 0;

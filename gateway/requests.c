@@ -89,6 +89,8 @@ static void req_free(struct gw *gw, struct gw_req *r)
 
 static int publish(struct gw *gw, struct gw_req *r)
 {
+	if (!gw_bus_up(gw))
+		return -1; /* libnats may hold the connection through a reconnect attempt */
 	char reply[96];
 	snprintf(reply, sizeof reply, "%s%llu", gw->inbox_prefix, (unsigned long long)r->corr);
 	natsStatus s = natsConnection_PublishRequest(gw->bus->nc, r->subject, reply, r->payload,
@@ -104,7 +106,7 @@ static void on_timeout(struct gw *gw, struct gw_req *r)
 		req_free(gw, r);
 		return;
 	}
-	if (r->conn && r->tries <= gw->cfg.request_retries && atomic_load(&gw->bus->connected)) {
+	if (r->conn && r->tries <= gw->cfg.request_retries && gw_bus_up(gw)) {
 		r->tries++;
 		SB_WARN("request_retry", "subject=%s corr=%llu try=%d", r->subject,
 		        (unsigned long long)r->corr, r->tries);

@@ -7,6 +7,7 @@
 #include <search.h>
 #include <stdlib.h>
 
+#include "busloop.h"
 #include "handoff.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
@@ -46,6 +47,10 @@ static int subscribe(struct gw *gw, natsSubscription **sub, const char *base, ui
 {
 	char subj[64];
 	snprintf(subj, sizeof subj, "%s.%llu", base, (unsigned long long)id);
+	if (!gw_bus_up(gw)) {
+		SB_INFO("subscribe_refused", "subject=%s reason=bus_down", subj);
+		return -1;
+	}
 	natsStatus s = natsConnection_Subscribe(sub, gw->bus->nc, subj, cb, gw);
 	if (s == NATS_OK) {
 		gw_handoff_track(gw, *sub);
@@ -61,13 +66,52 @@ static int subscribe(struct gw *gw, natsSubscription **sub, const char *base, ui
 	return 0;
 }
 
-static void unsubscribe(natsSubscription **sub)
+/* 0 when sub waits in gw->unsub_later, -1 when out of memory. */
+static int defer(struct gw *gw, natsSubscription *sub)
+{
+	if (gw->unsub_later_len == gw->unsub_later_cap) {
+		size_t cap = gw->unsub_later_cap ? gw->unsub_later_cap * 2 : 64;
+		natsSubscription **grown = realloc(gw->unsub_later, cap * sizeof *grown);
+		if (!grown)
+			return -1;
+		gw->unsub_later = grown;
+		gw->unsub_later_cap = cap;
+	}
+	gw->unsub_later[gw->unsub_later_len++] = sub;
+	gw->m.unsubs_deferred++;
+	return 0;
+}
+
+static void unsubscribe(struct gw *gw, natsSubscription **sub)
 {
 	if (!*sub)
 		return;
-	natsSubscription_Unsubscribe(*sub);
-	natsSubscription_Destroy(*sub);
+	if (gw_bus_up(gw) || defer(gw, *sub) < 0) {
+		natsSubscription_Unsubscribe(*sub);
+		natsSubscription_Destroy(*sub);
+	}
 	*sub = NULL;
+}
+
+void gw_users_unsubscribe_deferred(struct gw *gw)
+{
+	if (!gw->unsub_later_len || !gw_bus_up(gw))
+		return;
+	SB_INFO("unsubscribed_deferred", "subscriptions=%zu", gw->unsub_later_len);
+	for (size_t i = 0; i < gw->unsub_later_len; i++) {
+		natsSubscription_Unsubscribe(gw->unsub_later[i]);
+		natsSubscription_Destroy(gw->unsub_later[i]);
+	}
+	gw->unsub_later_len = 0;
+}
+
+void gw_users_destroy_deferred(struct gw *gw)
+{
+	for (size_t i = 0; i < gw->unsub_later_len; i++)
+		natsSubscription_Destroy(gw->unsub_later[i]);
+	free(gw->unsub_later);
+	gw->unsub_later = NULL;
+	gw->unsub_later_len = gw->unsub_later_cap = 0;
 }
 
 int gw_users_attach(struct gw *gw, struct gw_conn *c)
@@ -123,9 +167,9 @@ void gw_users_detach(struct gw *gw, struct gw_conn *c)
 	c->user = NULL;
 	u->nconns--;
 	if (!u->chat)
-		unsubscribe(&u->chat_sub);
+		unsubscribe(gw, &u->chat_sub);
 	if (!u->notify)
-		unsubscribe(&u->notify_sub);
+		unsubscribe(gw, &u->notify_sub);
 	if (u->nconns == 0) {
 		tdelete(u, &gw->users, cmp_user);
 		free(u);

@@ -107,6 +107,8 @@ void gw_ws_on_bus_state(struct gw *gw, int up)
 {
 	SB_INFO(up ? "resync_after_reconnect" : "hold_while_disconnected", "sockets=%lld",
 	        (long long)total_conns(gw));
+	if (up)
+		gw_users_unsubscribe_deferred(gw);
 	gw_users_foreach_conn(gw, up ? resync : hold_live, NULL);
 }
 

@@ -433,6 +433,60 @@ def wait_until(pred, timeout, what, interval=0.05):
 
 # --------------------------------------------------------------------------- sockets
 
+class Tarpit:
+    """A listener on `port` that accepts every connection and never sends a byte: a
+    hung nats-server, or a proxy whose backend is gone. A NATS client connecting to it
+    waits for INFO until its connect timeout. `accepted` counts the connections; all are
+    closed on exit."""
+
+    def __init__(self, port):
+        self.port = port
+        self.accepted = 0
+        self._conns = []
+        self._stop = threading.Event()
+        self._ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._ls.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self._ls.close()
+                    raise
+                time.sleep(0.05)
+        self._ls.listen(64)
+        self._ls.settimeout(0.05)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self._ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._conns.append(c)
+            self.accepted += 1
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ls.close()
+        for c in self._conns:
+            c.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+
 class Keeper:
     """A chat or notification socket of one user that reconnects whenever it is closed,
     trying the gateways in `ports` in turn (starting after the one that just failed).

@@ -1,6 +1,7 @@
 """Faults (issue #6): kill -9 every process in turn under steady chat and notification
 traffic; a database that is locked or a disk that is full under chat-svc (and a locked
-notify.db); NATS unreachable when everything starts.
+notify.db); NATS unreachable when everything starts; a NATS port that accepts and never
+answers while the gateway reconnects.
 
 The kill test runs two gateways. Senders pump chat messages through both; receivers hold
 a chat and a notification socket each, and reconnect to the other gateway whenever
@@ -300,6 +301,162 @@ def test_kill9_every_process_under_traffic(cluster):
     killed_gw = [k for k in keepers
                  if k.sockets and k.sockets[0]["port"] == ports[0] and len(k.sockets) > 1]
     assert killed_gw, "no socket of the first gateway was closed by its kill"
+
+
+# --------------------------------------------------------------------------- hung bus
+
+HUNG_SECONDS = 5.0
+HUNG_MAX_PAUSE = 0.75   # seconds; a connect attempt against the tarpit lasts 2 s
+
+
+def tcp_peers(pid, port):
+    """How many TCP sockets of process `pid` are connected to 127.0.0.1:`port`."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            if int(cols[2].split(":")[1], 16) == port and cols[9] in inodes:
+                n += 1
+    return n
+
+
+def test_hung_bus_does_not_stall_the_gateway(cluster):
+    """nats-server dies and its port is taken by something that accepts connections and
+    never speaks NATS (a hung server, a proxy whose backend is gone). libnats holds its
+    connection lock through each reconnect attempt, up to its 2 s connect timeout: a
+    gateway loop that called into the connection then would stop serving every socket
+    for that long. Here, while the gateway sits in such attempts, it keeps answering
+    /healthz and WebSocket pings at once and chat frames with "service unavailable"
+    after the request timeout, its sockets stay open, a socket that leaves has its
+    user's unsubscribe put off until the bus is back (and made then), and once NATS is
+    back it serves them again."""
+    a, b, c = cluster.new_users(3, "Hung")
+    gw = cluster.gateway
+    healthz, in_attempt = [], []   # (status, seconds); gateway sockets to the tarpit
+    stop = threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                code = sb.http_get(cluster.port, "/healthz", timeout=5.0)[0]
+            except OSError as e:
+                code = repr(e)
+            healthz.append((code, time.monotonic() - t0))
+            in_attempt.append(tcp_peers(gw.pid, cluster.nats_port))
+            stop.wait(0.05)
+
+    pings, replies, accepted = [], [], [0]
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "hung-a")
+            wb = await cs.connect(cluster.url("chat", b.token), "hung-b")
+            wc = await cs.connect(cluster.url("chat", c.token), "hung-c")
+            await wa.send_ok(b.id, "before")
+            await wb.next("chat_message")
+            deferred_before = faultlib.metrics(cluster.port).get(
+                "sb_gateway_unsubscribes_deferred_total", 0)
+            since = gw.log_size()
+            cluster.nats.kill()
+            with faultlib.Tarpit(cluster.nats_port) as pit:
+                assert await loop.run_in_executor(
+                    None, lambda: gw.wait_log("bus_disconnected", since=since, timeout=10)), \
+                    "the gateway did not notice nats-server's death"
+                prober = threading.Thread(target=probe, daemon=True)
+                prober.start()
+                end = loop.time() + HUNG_SECONDS
+
+                async def pinger():
+                    while loop.time() < end:
+                        t0 = loop.time()
+                        await asyncio.wait_for(await wa.ws.ping(), 5)
+                        pings.append(loop.time() - t0)
+                        await asyncio.sleep(0.1)
+
+                async def sender():
+                    n = 0
+                    while loop.time() < end:
+                        t0 = loop.time()
+                        r = await wa.send_chat(b.id, f"hung {n}", timeout=5)
+                        replies.append((r, loop.time() - t0))
+                        n += 1
+                        await asyncio.sleep(0.3)
+
+                async def leaver():
+                    # c's last socket goes: its unsubscribe must wait for the bus
+                    await asyncio.sleep(1.0)
+                    await wc.ws.close()
+
+                try:
+                    await asyncio.gather(pinger(), sender(), leaver())
+                finally:
+                    stop.set()
+                    prober.join(timeout=10)
+                accepted[0] = pit.accepted
+            assert not wa.done and not wb.done, "a socket was closed while the bus was hung"
+
+            since = gw.log_size()
+            cluster.nats.start()
+            await loop.run_in_executor(None, lambda: sb.wait_tcp(cluster.nats_port,
+                                                                 proc=cluster.nats))
+            assert await loop.run_in_executor(
+                None, lambda: gw.wait_log("bus_reconnected", since=since, timeout=15)), \
+                "the gateway did not reconnect"
+            deadline = loop.time() + 15
+            while True:
+                r = await wa.send_chat(b.id, "after", timeout=5)
+                if r.get("type") == "message_sent" or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.25)
+            assert r.get("type") == "message_sent", f"no service after NATS came back: {r}"
+            got = await wb.next("chat_message", timeout=5, pred=lambda f: f["message"] == "after")
+            assert got["id"] == r["id"]
+
+            # c's subscription, put off while the bus was down, is dropped once it is back;
+            # c comes back and gets a new message once
+            deferred = faultlib.metrics(cluster.port).get(
+                "sb_gateway_unsubscribes_deferred_total", 0) - deferred_before
+            assert deferred == 1, f"{deferred} unsubscribes put off, expected c's one"
+            assert await loop.run_in_executor(
+                None, lambda: gw.wait_log("unsubscribed_deferred subscriptions=1", since=since,
+                                          timeout=5)), "the put-off unsubscribe was not made"
+            wc2 = await cs.connect(cluster.url("chat", c.token), "hung-c2")
+            await asyncio.sleep(0.2)
+            r = await wa.send_ok(c.id, "to c")
+            got = await wc2.next("chat_message", timeout=5, pred=lambda f: f["id"] == r["id"])
+            assert got["message"] == "to c"
+            again = await wc2.collect(0.5, "chat_message")
+            assert not [f for f in again if f["id"] == r["id"]], "c got the message twice"
+
+    run(go(), timeout=90)
+    worst_healthz = max(t for _, t in healthz)
+    assert any(in_attempt), \
+        "the gateway never connected to the hung port: the test did not test anything"
+    assert all(code == 200 for code, _ in healthz), f"/healthz: {healthz}"
+    assert worst_healthz < HUNG_MAX_PAUSE, \
+        f"/healthz waited {worst_healthz:.2f}s while the bus was hung"
+    assert pings and max(pings) < HUNG_MAX_PAUSE, \
+        f"a WebSocket ping waited {max(pings):.2f}s while the bus was hung"
+    assert len(replies) >= 3, replies
+    for r, took in replies:
+        assert r == {"type": "error", "error": UNAVAILABLE}, r
+        assert took < 3.0, f"a chat frame waited {took:.2f}s for its answer"
+    sb.note(f"faults/hung bus: {accepted[0]} connections held by the tarpit, gateway in a "
+            f"connect attempt in {sum(1 for n in in_attempt if n)}/{len(in_attempt)} probes; "
+            f"worst /healthz {worst_healthz * 1000:.0f} ms, worst ping "
+            f"{max(pings) * 1000:.0f} ms; {len(replies)} chat frames answered unavailable, "
+            f"worst after {max(t for _, t in replies):.2f}s")
 
 
 # --------------------------------------------------------------------------- storage
