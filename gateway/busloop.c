@@ -9,6 +9,7 @@
 
 #include "handoff.h"
 #include "rawfile.h"
+#include "requests.h"
 #include "sb_busio.h"
 #include "sb_log.h"
 #include "timer.h"
@@ -49,6 +50,7 @@ static void check(lws_sorted_usec_list_t *sul)
 	sb_busio_dispatch(gw->busio, 0);
 	gw_handoff_poll_replies(gw);
 	gw_users_unsubscribe_deferred(gw);
+	gw_requests_publish_waiting(gw);
 	gw_timer_schedule(gw, &gw->busloop_sul, check, LWS_US_PER_SEC);
 }
 

@@ -80,6 +80,7 @@ struct gw_conn {
 	size_t q_len;
 	struct gw_req *reqs; /* in-flight bus requests for this socket */
 	int inflight_sends;
+	int unpublished_sends; /* of those, not on the bus yet (requests.c) */
 
 	char *rx; /* reassembly of a fragmented frame */
 	size_t rx_len;
@@ -135,6 +136,7 @@ struct gw_req {
 	uint8_t *payload;
 	size_t payload_len;
 	int tries;
+	int unpublished;     /* waiting for the bus to publish it (requests.c) */
 	int64_t started_us;  /* first publish, for the latency histogram */
 	int64_t deadline_us; /* this try times out then */
 	lws_dll2_t timeouts; /* in gw->req_timeouts[], deadline order (requests.c) */
@@ -221,6 +223,7 @@ struct gw {
 	int req_sweeping;
 	uint64_t next_corr;
 	size_t reqs_inflight;
+	size_t reqs_unpublished;
 	uint64_t next_conn_id;
 	uint64_t send_seq; /* counter for idempotency keys (chat.c) */
 	_Atomic int stop_requested;

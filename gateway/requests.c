@@ -68,8 +68,32 @@ static void set_deadline(struct gw *gw, struct gw_req *r)
 	arm(gw);
 }
 
+/* A request the bus could not take yet. Sends keep their socket's order: a send made
+ * while an earlier one of its socket waits, waits too, and gw_requests_publish_waiting
+ * publishes in corr order. */
+static void mark_unpublished(struct gw *gw, struct gw_req *r)
+{
+	if (r->unpublished)
+		return;
+	r->unpublished = 1;
+	gw->reqs_unpublished++;
+	if (r->conn && r->kind == GW_REQ_SEND)
+		r->conn->unpublished_sends++;
+}
+
+static void mark_published(struct gw *gw, struct gw_req *r)
+{
+	if (!r->unpublished)
+		return;
+	r->unpublished = 0;
+	gw->reqs_unpublished--;
+	if (r->conn && r->kind == GW_REQ_SEND)
+		r->conn->unpublished_sends--;
+}
+
 static void req_free(struct gw *gw, struct gw_req *r)
 {
+	mark_published(gw, r);
 	lws_dll2_remove(&r->timeouts);
 	tdelete(r, &gw->reqs, cmp_req);
 	if (r->conn) {
@@ -87,15 +111,27 @@ static void req_free(struct gw *gw, struct gw_req *r)
 	gw->reqs_inflight--;
 }
 
+/* 0 when published; -1 when r waits (unpublished) for the bus or for an earlier send. */
 static int publish(struct gw *gw, struct gw_req *r)
 {
-	if (!gw_bus_up(gw))
-		return -1; /* libnats may hold the connection through a reconnect attempt */
+	/* While the bus is down libnats may hold the connection through a reconnect
+	 * attempt: nothing is handed to it. */
+	int behind =
+	    r->kind == GW_REQ_SEND && r->conn && !r->unpublished && r->conn->unpublished_sends > 0;
+	if (!gw_bus_up(gw) || behind) {
+		mark_unpublished(gw, r);
+		return -1;
+	}
 	char reply[96];
 	snprintf(reply, sizeof reply, "%s%llu", gw->inbox_prefix, (unsigned long long)r->corr);
 	natsStatus s = natsConnection_PublishRequest(gw->bus->nc, r->subject, reply, r->payload,
 	                                             (int)r->payload_len);
-	return s == NATS_OK ? 0 : -1;
+	if (s != NATS_OK) {
+		mark_unpublished(gw, r);
+		return -1;
+	}
+	mark_published(gw, r);
+	return 0;
 }
 
 static void on_timeout(struct gw *gw, struct gw_req *r)
@@ -108,9 +144,12 @@ static void on_timeout(struct gw *gw, struct gw_req *r)
 	}
 	if (r->conn && r->tries <= gw->cfg.request_retries && gw_bus_up(gw)) {
 		r->tries++;
-		SB_WARN("request_retry", "subject=%s corr=%llu try=%d", r->subject,
-		        (unsigned long long)r->corr, r->tries);
-		publish(gw, r);
+		SB_WARN("request_retry", "subject=%s corr=%llu try=%d unpublished=%d", r->subject,
+		        (unsigned long long)r->corr, r->tries, r->unpublished);
+		if (r->unpublished)
+			gw_requests_publish_waiting(gw); /* r with the others, in order */
+		else
+			publish(gw, r);
 		set_deadline(gw, r);
 		return;
 	}
@@ -231,6 +270,47 @@ void gw_requests_on_reply(struct gw *gw, natsMsg *msg)
 	req_free(gw, r);
 }
 
+struct waiting {
+	struct gw_req **list;
+	size_t len, cap;
+};
+
+static void collect_waiting(const void *node, VISIT which, void *closure)
+{
+	struct waiting *w = closure;
+	struct gw_req *r = *(struct gw_req *const *)node;
+	if ((which == postorder || which == leaf) && r->unpublished && w->len < w->cap)
+		w->list[w->len++] = r;
+}
+
+void gw_requests_publish_waiting(struct gw *gw)
+{
+	if (!gw->reqs_unpublished || !gw_bus_up(gw))
+		return;
+	struct waiting w = {malloc(gw->reqs_unpublished * sizeof *w.list), 0, gw->reqs_unpublished};
+	if (!w.list)
+		return;                         /* their timeouts try again */
+	twalk_r(gw->reqs, collect_waiting, &w); /* in corr order: the order they were made */
+	size_t published = 0, dropped = 0;
+	for (size_t i = 0; i < w.len; i++) {
+		struct gw_req *r = w.list[i];
+		if (!r->conn && r->kind != GW_REQ_VERIFY) {
+			/* Its socket is gone before it left: nobody would hear the answer, and
+			 * nothing was acknowledged. */
+			req_free(gw, r);
+			dropped++;
+			continue;
+		}
+		if (publish(gw, r) < 0)
+			break; /* the bus went down again: the rest keep waiting, in order */
+		set_deadline(gw, r);
+		published++;
+	}
+	free(w.list);
+	SB_INFO("requests_published_late", "published=%zu dropped=%zu waiting=%zu", published,
+	        dropped, gw->reqs_unpublished);
+}
+
 void gw_requests_detach_conn(struct gw_conn *c)
 {
 	for (struct gw_req *r = c->reqs; r;) {
@@ -241,6 +321,7 @@ void gw_requests_detach_conn(struct gw_conn *c)
 	}
 	c->reqs = NULL;
 	c->inflight_sends = 0;
+	c->unpublished_sends = 0;
 }
 
 size_t gw_requests_inflight(struct gw *gw)

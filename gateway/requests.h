@@ -3,7 +3,9 @@
  * is published with reply subject "<inbox_prefix><corr>" (one wildcard inbox
  * subscription per gateway) and a timer; a timeout republishes the same bytes (the
  * envelope carries an idempotency key, so chat-svc stores a retried send once) until
- * --request-retries is spent, then the owner is told it failed. Loop thread only.
+ * --request-retries is spent, then the owner is told it failed. While the bus is down
+ * nothing is handed to libnats (busloop.h gw_bus_up): a request waits, unpublished,
+ * until the bus is back or its timeout. Loop thread only.
  */
 #ifndef GW_REQUESTS_H
 #define GW_REQUESTS_H
@@ -22,6 +24,12 @@ int gw_request_start_verify(struct gw *gw, struct gw_pre *pre, const Sb__Envelop
 /* A reply arrived on the inbox (from the hand-off). Takes nothing; msg stays the
  * caller's. Dispatches to the chat module. */
 void gw_requests_on_reply(struct gw *gw, natsMsg *msg);
+
+/* The bus is up (again): publish, in the order they were made, the requests that
+ * waited for it (made while it was down, or sends behind such a send of their socket);
+ * those whose socket has gone are dropped. Called when the bus is back, by the
+ * once-a-second bus check, and by a waiting request's timeout. */
+void gw_requests_publish_waiting(struct gw *gw);
 
 /* The socket is closing: its requests finish silently. */
 void gw_requests_detach_conn(struct gw_conn *c);

@@ -107,8 +107,10 @@ void gw_ws_on_bus_state(struct gw *gw, int up)
 {
 	SB_INFO(up ? "resync_after_reconnect" : "hold_while_disconnected", "sockets=%lld",
 	        (long long)total_conns(gw));
-	if (up)
+	if (up) {
 		gw_users_unsubscribe_deferred(gw);
+		gw_requests_publish_waiting(gw);
+	}
 	gw_users_foreach_conn(gw, up ? resync : hold_live, NULL);
 }
 

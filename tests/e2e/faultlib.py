@@ -433,6 +433,87 @@ def wait_until(pred, timeout, what, interval=0.05):
 
 # --------------------------------------------------------------------------- sockets
 
+class Link:
+    """A TCP relay from a free port of its own to 127.0.0.1:`target`, for one process's
+    bus connection: `cut()` drops every relayed connection and refuses new ones (that
+    process alone loses NATS), `restore()` lets connections through again."""
+
+    def __init__(self, target):
+        self.target = target
+        self.port = free_port()
+        self.up = True
+        self.relayed = 0
+        self._lock = threading.Lock()
+        self._socks = []
+        self._stop = threading.Event()
+        self._ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._ls.bind(("127.0.0.1", self.port))
+        self._ls.listen(64)
+        self._ls.settimeout(0.05)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self._ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not self.up:
+                c.close()
+                continue
+            try:
+                t = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                c.close()
+                continue
+            t.settimeout(None)
+            with self._lock:
+                self._socks += [c, t]
+                self.relayed += 1
+            for a, b in ((c, t), (t, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.up = False
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self):
+        self.up = True
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ls.close()
+        self.cut()
+
+
 class Tarpit:
     """A listener on `port` that accepts every connection and never sends a byte: a
     hung nats-server, or a proxy whose backend is gone. A NATS client connecting to it

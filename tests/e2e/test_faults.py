@@ -459,6 +459,59 @@ def test_hung_bus_does_not_stall_the_gateway(cluster):
             f"worst after {max(t for _, t in replies):.2f}s")
 
 
+def test_sends_made_while_the_bus_is_down_keep_their_order(cluster):
+    """One gateway loses its NATS link (the rest of the cluster keeps theirs). Sends made
+    meanwhile wait in the gateway, unpublished; once the link is back they are published
+    at once, in the order they were made and before later sends: the receiver gets every
+    one in order, and the sender an acknowledgement for each, well before the request
+    timeout would have retried them."""
+    link = faultlib.Link(cluster.nats_port)
+    try:
+        proc, port = faultlib.start_gateway(cluster, "--request-timeout-ms", "10000",
+                                            nats_url=f"nats://127.0.0.1:{link.port}")
+        a, b = cluster.new_users(2, "Order")
+        texts = [f"m{i}" for i in range(10)]
+
+        async def go():
+            loop = asyncio.get_running_loop()
+            async with Clients() as cs:
+                wa = await cs.connect(cluster.url("chat", a.token, port=port), "order-a")
+                wb = await cs.connect(cluster.url("chat", b.token), "order-b")
+                await wa.send_ok(b.id, "before")
+                await wb.next("chat_message")
+                since = proc.log_size()
+                link.cut()
+                assert await loop.run_in_executor(
+                    None, lambda: proc.wait_log("bus_disconnected", since=since, timeout=10))
+                for t in texts[:5]:
+                    await wa.send_json({"receiver_id": b.id, "message": t})
+                await asyncio.sleep(0.5)
+                assert not wa.take_all("message_sent"), "acknowledged while the bus was down"
+                link.restore()
+                t0 = loop.time()
+                for t in texts[5:]:
+                    await wa.send_json({"receiver_id": b.id, "message": t})
+                replies = [await wa.reply(timeout=15) for _ in texts]
+                took = loop.time() - t0
+                assert all(r["type"] == "message_sent" for r in replies), replies
+                got = [await wb.next("chat_message", timeout=10) for _ in texts]
+                assert [g["message"] for g in got] == texts, [g["message"] for g in got]
+                ids = [g["id"] for g in got]
+                assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
+                assert sorted(r["id"] for r in replies) == ids
+                assert took < 5.0, f"the waiting sends took {took:.1f}s after the link came back"
+                assert await loop.run_in_executor(
+                    None, lambda: proc.wait_log("requests_published_late", since=since,
+                                                timeout=5))
+                return took
+
+        took = run(go(), timeout=60)
+        sb.note(f"faults/bus link cut: 5 sends made while it was down and 5 right after, "
+                f"all acknowledged {took:.2f}s after it came back, delivered in order")
+    finally:
+        link.close()
+
+
 # --------------------------------------------------------------------------- storage
 
 LOCK_HOLD = 6.5   # seconds: longer than chat-svc's and notify-svc's 5 s SQLite busy timeout
