@@ -30,6 +30,7 @@ struct chat_store {
 	sqlite3_stmt *insert;
 	sqlite3_stmt *find_key;
 	sqlite3_stmt *list;
+	sqlite3_stmt *list_all;
 	sqlite3_stmt *mark;
 };
 
@@ -203,6 +204,10 @@ int chat_store_open(struct chat_store **out, const char *path, uint32_t partitio
 	            "SELECT " ROW_COLUMNS " FROM messages"
 	            " WHERE receiver_id = ?1 AND delivered = 0 AND seq > ?2"
 	            " ORDER BY seq LIMIT ?3") < 0 ||
+	    /* by rowid from ?2: no index over delivered rows (it would cost every insert) */
+	    prepare(st, &st->list_all,
+	            "SELECT " ROW_COLUMNS " FROM messages"
+	            " WHERE seq > ?2 AND receiver_id = ?1 ORDER BY seq LIMIT ?3") < 0 ||
 	    prepare(st, &st->mark,
 	            "UPDATE messages SET delivered = 1"
 	            " WHERE seq = ?1 AND receiver_id = ?2 AND delivered = 0") < 0)
@@ -225,6 +230,7 @@ void chat_store_destroy(struct chat_store *st)
 	sqlite3_finalize(st->insert);
 	sqlite3_finalize(st->find_key);
 	sqlite3_finalize(st->list);
+	sqlite3_finalize(st->list_all);
 	sqlite3_finalize(st->mark);
 	sqlite3_close(st->db);
 	free(st);
@@ -248,6 +254,12 @@ static int step_done(struct chat_store *st, sqlite3_stmt *stmt, const char *op)
 
 int chat_store_begin(struct chat_store *st)
 {
+	if (!sqlite3_get_autocommit(st->db)) {
+		SB_WARN("store_transaction_left_open", "partition=%u msg=\"rolled back\"",
+		        st->partition);
+		if (step_done(st, st->rollback, "rollback left open") < 0)
+			return -1;
+	}
 	return step_done(st, st->begin, "begin");
 }
 
@@ -378,8 +390,8 @@ done:
 	return status;
 }
 
-int chat_store_list_undelivered(struct chat_store *st, uint64_t receiver_id, uint64_t after_id,
-                                uint32_t limit, struct chat_msg **out, size_t *n, int *more)
+int chat_store_list(struct chat_store *st, uint64_t receiver_id, uint64_t after_id, int all,
+                    uint32_t limit, struct chat_msg **out, size_t *n, int *more)
 {
 	*out = NULL;
 	*n = 0;
@@ -391,7 +403,7 @@ int chat_store_list_undelivered(struct chat_store *st, uint64_t receiver_id, uin
 	    after_id < st->partition ? 0 : (after_id - st->partition) / st->partitions;
 	if (after_seq >= (uint64_t)INT64_MAX)
 		return 0;
-	sqlite3_stmt *s = st->list;
+	sqlite3_stmt *s = all ? st->list_all : st->list;
 	struct chat_msg *rows = NULL;
 	size_t count = 0, cap = 0;
 	int status = -1;

@@ -68,7 +68,9 @@ void chat_store_destroy(struct chat_store *st);
 struct sqlite3 *chat_store_handle(struct chat_store *st);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Return 0 or -1 (logged); rollback is a no-op
- * outside a transaction. */
+ * outside a transaction. A transaction still open at begin (a COMMIT and then its
+ * ROLLBACK failed) is rolled back first, so one I/O error does not refuse every later
+ * batch. */
 int chat_store_begin(struct chat_store *st);
 
 /* Whether the next commits fsync the WAL (1, the default: synchronous=FULL) or leave it
@@ -89,11 +91,13 @@ int chat_store_insert(struct chat_store *st, const char *idem_key, struct chat_m
  * CHAT_STORE_OK, CHAT_STORE_NOT_FOUND or CHAT_STORE_ERR. */
 int chat_store_find_key(struct chat_store *st, const char *idem_key, struct chat_msg *out);
 
-/* Undelivered messages for receiver with id > after_id, ascending, at most limit
- * (>= 1). *out is a malloc'd array of *n owning rows (free with chat_msg_free_list),
- * NULL when *n == 0; *more is 1 when further rows follow. Returns 0 or -1. */
-int chat_store_list_undelivered(struct chat_store *st, uint64_t receiver_id, uint64_t after_id,
-                                uint32_t limit, struct chat_msg **out, size_t *n, int *more);
+/* Messages for receiver with id > after_id, ascending, at most limit (>= 1): only
+ * those not delivered yet, or with `all` every one (a resync; the scan walks every
+ * row of the partition after after_id, so after_id must be recent). *out is a
+ * malloc'd array of *n owning rows (free with chat_msg_free_list), NULL when *n == 0;
+ * *more is 1 when further rows follow. Returns 0 or -1. */
+int chat_store_list(struct chat_store *st, uint64_t receiver_id, uint64_t after_id, int all,
+                    uint32_t limit, struct chat_msg **out, size_t *n, int *more);
 
 /* Mark the given ids delivered, but only rows whose receiver is receiver_id; ids of
  * other partitions are ignored. *marked (may be NULL) counts rows changed. 0 or -1. */

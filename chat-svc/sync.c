@@ -1,5 +1,6 @@
 /*
- * sync: chat.sync.<p> -- one page of a receiver's undelivered backlog.
+ * sync: chat.sync.<p> -- one page of a receiver's undelivered backlog, or (resync) of
+ * everything after an id: what a socket missed while its gateway's bus was down.
  *
  * Reads go to the partition's read-only SQLite handle: in WAL mode they see the last
  * commit and never wait for the writer's fsync. A page is bounded twice: by the
@@ -123,8 +124,8 @@ void chat_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 		limit = CHAT_SYNC_MAX_LIMIT;
 
 	pthread_mutex_lock(&part->rd_lock);
-	int rc = chat_store_list_undelivered(part->rd, req->user_id, req->after_id, limit, &rows,
-	                                     &n, &more);
+	int rc = chat_store_list(part->rd, req->user_id, req->after_id, req->resync, limit, &rows,
+	                         &n, &more);
 	pthread_mutex_unlock(&part->rd_lock);
 	if (rc < 0) {
 		chat_reply_error(svc->bus, reply, rid, SB__ERROR_CODE__ERR_STORAGE,
@@ -133,9 +134,9 @@ void chat_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 	}
 	size_t sent = reply_page(part, nc, reply, rid, rows, n, more);
 	char safe[CHAT_RID_MAX];
-	SB_DEBUG("sync", "request_id=%s user_id=%llu after_id=%llu messages=%zu",
+	SB_DEBUG("sync", "request_id=%s user_id=%llu after_id=%llu resync=%d messages=%zu",
 	         chat_safe_rid(rid, safe), (unsigned long long)req->user_id,
-	         (unsigned long long)req->after_id, sent);
+	         (unsigned long long)req->after_id, (int)req->resync, sent);
 done:
 	chat_msg_free_list(rows, n);
 	sb_envelope_free(env);

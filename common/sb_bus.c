@@ -50,11 +50,13 @@ static void on_disconnected(natsConnection *nc, void *closure)
 	atomic_store(&bus->connected, 0);
 	pthread_mutex_lock(&bus->lock);
 	int ours = bus->closing;
+	void (*cb)(void *, int) = bus->state_cb;
+	void *arg = bus->state_arg;
 	pthread_mutex_unlock(&bus->lock);
 	if (!ours)
 		SB_WARN("bus_disconnected", "client=%s", bus->name);
-	if (!ours && bus->state_cb)
-		bus->state_cb(bus->state_arg, 0);
+	if (!ours && cb)
+		cb(arg, 0);
 }
 
 static void on_closed(natsConnection *nc, void *closure)
@@ -93,8 +95,20 @@ static void on_reconnected(natsConnection *nc, void *closure)
 	atomic_store(&bus->connected, 1);
 	atomic_fetch_add(&bus->reconnects, 1);
 	SB_INFO("bus_reconnected", "client=%s", bus->name);
-	if (bus->state_cb)
-		bus->state_cb(bus->state_arg, 1);
+	pthread_mutex_lock(&bus->lock);
+	void (*cb)(void *, int) = bus->state_cb;
+	void *arg = bus->state_arg;
+	pthread_mutex_unlock(&bus->lock);
+	if (cb)
+		cb(arg, 1);
+}
+
+void sb_bus_watch(struct sb_bus *bus, void (*cb)(void *arg, int connected), void *arg)
+{
+	pthread_mutex_lock(&bus->lock);
+	bus->state_cb = cb;
+	bus->state_arg = arg;
+	pthread_mutex_unlock(&bus->lock);
 }
 
 static void sleep_ms(int ms)
@@ -127,6 +141,13 @@ static natsOptions *make_options(struct sb_bus *bus, const char *url, const char
 		s = natsOptions_SetReconnectWait(opts, 250);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectBufSize(opts, 32 * 1024 * 1024);
+	/* A server that keeps the TCP connection but stops answering (frozen, cut off
+	 * without a reset) is declared stale after 3 unanswered pings: 30 s, not libnats'
+	 * default 2 min x 2. */
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(opts, 10000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(opts, 3);
 	if (s == NATS_OK)
 		s = natsOptions_UseGlobalMessageDelivery(opts, true);
 	if (s == NATS_OK)

@@ -30,7 +30,8 @@ struct sb_bus {
 	pthread_cond_t closed_cond;
 	int closed;
 	int closing; /* our own close: a disconnect is not news */
-	/* Optional: called on a libnats thread when the connection drops (0) or is back (1). */
+	/* Optional (sb_bus_watch; under `lock`): called on a libnats thread when the
+	 * connection drops (0) or is back (1). */
 	void (*state_cb)(void *arg, int connected);
 	void *state_arg;
 	struct sb_busio *own_io; /* sb_bus_connect's I/O thread */
@@ -50,6 +51,10 @@ int sb_bus_connect(struct sb_bus **out, const char *url, const char *name, _Atom
  * run wherever the caller dispatches io (the gateway: its loop); NULL keeps libnats'
  * reader and flusher threads. Returns 0 and sets *out, or -1. */
 int sb_bus_open(struct sb_bus **out, const char *url, const char *name, struct sb_busio *io);
+
+/* Call cb(arg, 0|1) on a libnats thread whenever the connection drops or is back. Any
+ * thread, after sb_bus_open (libnats' threads may already run). */
+void sb_bus_watch(struct sb_bus *bus, void (*cb)(void *arg, int connected), void *arg);
 
 /* One bounded connection attempt, no reconnection: for command-line tools, which
  * must fail fast. Returns the natsStatus; *out set on NATS_OK. */

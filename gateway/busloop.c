@@ -33,6 +33,31 @@ int gw_busloop_attach(struct gw *gw)
 	return 0;
 }
 
+/* The connection is up and no reconnect attempt holds it: a call into it returns at
+ * once. */
+static int reachable(struct gw *gw)
+{
+	return gw->bus && atomic_load(&gw->bus->connected) &&
+	       (!gw->busio || sb_busio_up(gw->busio));
+}
+
+/* A server that keeps the connection but stops reading (frozen, partitioned) is only
+ * declared stale after missed pings; until then every publish would pile up in
+ * libnats' buffer. Past GW_BUS_BACKLOG_MAX the bus counts as down (gw_bus_up), so
+ * requests wait, bounded per socket, instead. */
+static void watch_backlog(struct gw *gw)
+{
+	int buffered = natsConnection_Buffered(gw->bus->nc);
+	if (!gw->bus_backlogged && buffered > GW_BUS_BACKLOG_MAX) {
+		gw->bus_backlogged = 1;
+		SB_WARN("bus_backlogged", "buffered=%d msg=\"NATS is not reading; requests wait\"",
+		        buffered);
+	} else if (gw->bus_backlogged && buffered < GW_BUS_BACKLOG_MAX / 8) {
+		gw->bus_backlogged = 0;
+		SB_INFO("bus_drained", "buffered=%d", buffered);
+	}
+}
+
 static void check(lws_sorted_usec_list_t *sul)
 {
 	struct gw *gw = lws_container_of(sul, struct gw, busloop_sul);
@@ -40,7 +65,10 @@ static void check(lws_sorted_usec_list_t *sul)
 	int unread = gw->inbox_polled && gw->inbox_sub &&
 	             natsSubscription_GetPending(gw->inbox_sub, &pending, NULL) == NATS_OK &&
 	             pending > 0;
-	int unwritten = sb_busio_unstall(gw->busio);
+	int up = reachable(gw);
+	if (up)
+		watch_backlog(gw);
+	int unwritten = up ? sb_busio_unstall(gw->busio) : 0;
 	if (unread || unwritten) {
 		char bus[128];
 		gw_busloop_describe(gw, bus, sizeof bus);
@@ -75,13 +103,12 @@ void gw_busloop_destroy(struct gw *gw)
 
 int gw_bus_up(struct gw *gw)
 {
-	return gw->bus && atomic_load(&gw->bus->connected) &&
-	       (!gw->busio || sb_busio_up(gw->busio));
+	return reachable(gw) && !gw->bus_backlogged;
 }
 
 void gw_busloop_describe(struct gw *gw, char *buf, size_t size)
 {
-	if (!gw_bus_up(gw)) {
+	if (!reachable(gw)) {
 		snprintf(buf, size, "bus_up=0 bus_reconnects=%llu",
 		         (unsigned long long)(gw->bus ? atomic_load(&gw->bus->reconnects) : 0));
 		return;

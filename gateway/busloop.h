@@ -32,10 +32,14 @@ void gw_busloop_detach(struct gw *gw);
 /* After the bus is destroyed. */
 void gw_busloop_destroy(struct gw *gw);
 
+/* Beyond this many bytes waiting in libnats' buffer, NATS is not reading: gw_bus_up is 0
+ * until the buffer is down to an eighth of it (checked once a second). */
+#define GW_BUS_BACKLOG_MAX (8 * 1024 * 1024)
+
 /* Loop thread: 1 when the loop may call into the bus connection (publish, subscribe,
- * unsubscribe, statistics) without waiting. 0 from a disconnect until the reconnect is
- * done: libnats' reconnect thread then holds the connection's lock through each connect
- * attempt (up to 2 s against a server that accepts and does not answer), and the loop
+ * unsubscribe, statistics) without waiting, and NATS reads what it is sent. 0 from a disconnect
+ * until the reconnect is done: libnats' reconnect thread then holds the connection's lock through
+ * each connect attempt (up to 2 s against a server that accepts and does not answer), and the loop
  * would stop serving every socket behind it. Those callers fail, retry or defer
  * instead (requests.c, receipts.c, users.c). From libnats' event-loop callbacks
  * (sb_busio_up, set before the reconnect thread starts) and the reconnected callback;

@@ -74,6 +74,7 @@ void gw_chat_on_delivery(struct gw *gw, natsMsg *msg)
 		sb_envelope_free(env);
 		return;
 	}
+	gw_backlog_note_chat_id(gw, env->chat_message->id);
 	struct gw_user *u = gw_users_find(gw, env->chat_message->receiver_id);
 	if (u && u->chat) {
 		struct gw_buf *b = gw_render_chat_message(env->chat_message);
@@ -91,6 +92,7 @@ static void on_send_reply(struct gw *gw, struct gw_conn *c, const Sb__Envelope *
 	if (env->body_case == SB__ENVELOPE__BODY_CHAT_SENT) {
 		struct gw_buf *b = gw_render_message_sent(env->chat_sent);
 		gw->m.messages_acked++;
+		gw_backlog_note_chat_id(gw, env->chat_sent->id);
 		gw_conn_send(gw, c, b);
 		gw_buf_unref(b);
 		return;
@@ -105,7 +107,15 @@ static void on_send_reply(struct gw *gw, struct gw_conn *c, const Sb__Envelope *
 			sentence = GW_E_STORAGE;
 			break;
 		case SB__ERROR_CODE__ERR_BAD_REQUEST:
-			sentence = GW_E_MESSAGE_TOO_LONG;
+			/* The gateway checked the frame: what chat-svc still refuses is its own
+			 * byte limit, or a setting the two disagree on (--partitions). */
+			if (env->error->text && !strcmp(env->error->text, "message is too long"))
+				sentence = GW_E_MESSAGE_TOO_LONG;
+			else
+				SB_ERROR("send_bad_request",
+				         "text=\"%s\" msg=\"check that "
+				         "--partitions and the limits match chat-svc's\"",
+				         env->error->text ? env->error->text : "");
 			break;
 		default:
 			sentence = GW_E_UNAVAILABLE;

@@ -125,7 +125,10 @@ void gw_conn_deliver(struct gw *gw, struct gw_conn *c, struct gw_buf *buf)
 {
 	if (c->syncing) {
 		if ((int64_t)c->held_len >= gw->cfg.max_queue) {
-			/* The backlog will carry it: it is not marked delivered yet. */
+			/* The backlog will carry it (it is not marked delivered yet), if one more
+			 * page is fetched before the held ones go out: the last page may have been
+			 * read before it was stored. */
+			c->sync_again = 1;
 			return;
 		}
 		struct gw_qnode *n = node_new(buf);

@@ -86,7 +86,10 @@ struct gw_conn {
 	size_t rx_len;
 	int rx_binary;
 
-	int syncing; /* backlog replay in progress: live deliveries wait in `held` */
+	int syncing;           /* backlog replay in progress: live deliveries wait in `held` */
+	int syncing_requested; /* a page is being fetched (backlog.c) */
+	int sync_again;        /* the bus came back meanwhile: fetch again after it */
+	int after_gap;         /* replay everything after the gap (SyncRequest.resync) */
 	struct gw_qnode *held_head, *held_tail;
 	size_t held_len;
 	uint64_t last_id;     /* highest message/notification id queued to this socket */
@@ -224,6 +227,12 @@ struct gw {
 	uint64_t next_corr;
 	size_t reqs_inflight;
 	size_t reqs_unpublished;
+	int bus_backlogged; /* busloop.c: NATS stopped reading, see GW_BUS_BACKLOG_MAX */
+	/* backlog.c, by chat partition: the highest id received, and its value when the
+	 * bus last went down (cfg.partitions entries each, one allocation). */
+	uint64_t *chat_seen;
+	uint64_t *chat_gap_floor;
+	uint64_t notify_seen, notify_gap_floor; /* the same for notify-svc */
 	uint64_t next_conn_id;
 	uint64_t send_seq; /* counter for idempotency keys (chat.c) */
 	_Atomic int stop_requested;

@@ -158,6 +158,7 @@ static int start_failed(struct gw *gw)
 		lws_context_destroy(gw->ctx);
 	int quiet = end_handoff(gw);
 	gw_busloop_destroy(gw);
+	free(gw->chat_seen);
 	if (quiet)
 		free(gw);
 	return 1;
@@ -194,7 +195,7 @@ int main(int argc, char **argv)
 	    {"auth-timeout-ms", "SB_AUTH_TIMEOUT_MS", SB_OPT_INT, &cfg->auth_timeout_ms, "1000",
 	     "wait for auth-svc on a handshake; no answer = 503"},
 	    {"partitions", "SB_PARTITIONS", SB_OPT_INT, &cfg->partitions, "1",
-	     "number of chat partitions (must match chat-svc)"},
+	     "number of chat partitions, 1-4096 (must match chat-svc)"},
 	    {"max-queue", "SB_MAX_QUEUE", SB_OPT_INT, &cfg->max_queue, "4096",
 	     "frames queued for one socket before it is closed as a slow consumer (1008)"},
 	    {"ping-interval", "SB_PING_INTERVAL", SB_OPT_INT, &cfg->ping_interval_s, "30",
@@ -245,8 +246,9 @@ int main(int argc, char **argv)
 		free(gw);
 		return 2;
 	}
-	if (cfg->partitions < 1 || cfg->max_frame_bytes < 128 || cfg->max_message_chars < 1 ||
-	    cfg->request_timeout_ms < 1 || cfg->max_queue < 1 || cfg->request_retries < 0) {
+	if (cfg->partitions < 1 || cfg->partitions > 4096 || cfg->max_frame_bytes < 128 ||
+	    cfg->max_message_chars < 1 || cfg->request_timeout_ms < 1 || cfg->max_queue < 1 ||
+	    cfg->request_retries < 0) {
 		fprintf(stderr, "error: numeric settings out of range (see --help)\n");
 		free(gw);
 		return 2;
@@ -279,10 +281,13 @@ int main(int argc, char **argv)
 	lws_set_log_level(getenv("SB_LWS_DEBUG") ? LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO
 	                                         : LLL_ERR,
 	                  lws_log_line);
-	if (gw_handoff_init(gw) < 0) {
+	gw->chat_seen = calloc((size_t)cfg->partitions * 2, sizeof *gw->chat_seen);
+	if (!gw->chat_seen || gw_handoff_init(gw) < 0) {
+		free(gw->chat_seen);
 		free(gw);
 		return 1;
 	}
+	gw->chat_gap_floor = gw->chat_seen + cfg->partitions;
 
 	/* No lws validity timers: keepalive.c pings and times out idle sockets. */
 	static const uint32_t backoff[] = {1000};
@@ -348,11 +353,17 @@ int main(int argc, char **argv)
 	/* Teardown: stop bus delivery, then the lws context, then the bus. The loop no
 	 * longer runs the bus socket: a thread does, for the last publishes and the close. */
 	gw_busloop_detach(gw);
-	natsSubscription_Unsubscribe(gw->inbox_sub);
-	natsSubscription_Unsubscribe(gw->revoked_sub);
-	natsSubscription_Unsubscribe(gw->notify_all_sub);
-	gw_receipts_flush(gw);
-	natsConnection_FlushTimeout(gw->bus->nc, 1000);
+	if (gw_bus_up(gw)) {
+		natsSubscription_Unsubscribe(gw->inbox_sub);
+		natsSubscription_Unsubscribe(gw->revoked_sub);
+		natsSubscription_Unsubscribe(gw->notify_all_sub);
+		gw_receipts_flush(gw);
+		natsConnection_FlushTimeout(gw->bus->nc, 1000);
+	} else {
+		/* Each of those would wait for libnats' reconnect attempt (up to 2 s), past
+		 * the 5 s a shutdown has; the close below ends the subscriptions. */
+		SB_WARN("bus_down_at_exit", "requests_waiting=%zu", gw->reqs_unpublished);
+	}
 	sb_bus_close(gw->bus);
 	pthread_mutex_lock(&gw->handoff.lock);
 	gw->ctx_gone = 1;
@@ -381,6 +392,7 @@ int main(int argc, char **argv)
 	SB_INFO("stopped", NULL);
 	free(gw->pending.user_name);
 	free(gw->flush);
+	free(gw->chat_seen);
 	if (quiet)
 		free(gw);
 	return 0;

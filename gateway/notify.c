@@ -29,6 +29,7 @@ void gw_notify_on_delivery(struct gw *gw, natsMsg *msg)
 		return;
 	}
 	const Sb__Notification *n = env->notification;
+	gw_backlog_note_notify_id(gw, n->id);
 	struct gw_buf *b = gw_render_notify(n);
 	if (b) {
 		if (n->user_id == 0) {

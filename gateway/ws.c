@@ -85,19 +85,11 @@ static void hold_live(struct gw *gw, struct gw_conn *c, void *arg)
 		c->syncing = 1; /* live deliveries wait in `held` until the replay */
 }
 
-static int sync_in_flight(const struct gw_conn *c)
-{
-	for (const struct gw_req *r = c->reqs; r; r = r->next_of_conn)
-		if (r->kind == GW_REQ_SYNC || r->kind == GW_REQ_NOTIFY_SYNC)
-			return 1;
-	return 0;
-}
-
 static void resync(struct gw *gw, struct gw_conn *c, void *arg)
 {
 	(void)arg;
-	if (c->established && !c->close_code && !sync_in_flight(c))
-		gw_backlog_start(gw, c);
+	if (c->established && !c->close_code)
+		gw_backlog_after_gap(gw, c);
 }
 
 /* Deliveries published while the bus was down (or before our subscriptions were back)
@@ -110,6 +102,8 @@ void gw_ws_on_bus_state(struct gw *gw, int up)
 	if (up) {
 		gw_users_unsubscribe_deferred(gw);
 		gw_requests_publish_waiting(gw);
+	} else {
+		gw_backlog_mark_gap(gw);
 	}
 	gw_users_foreach_conn(gw, up ? resync : hold_live, NULL);
 }
@@ -122,8 +116,7 @@ static void on_bus_state(void *arg, int connected)
 
 void gw_ws_watch_reconnects(struct gw *gw)
 {
-	gw->bus->state_arg = gw;
-	gw->bus->state_cb = on_bus_state;
+	sb_bus_watch(gw->bus, on_bus_state, gw);
 }
 
 static int on_receive(struct gw *gw, struct lws *wsi, struct gw_conn *c, const char *in, size_t len)

@@ -237,7 +237,7 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
 	return a > b ? a : b;
 }
 
-int notify_store_sync(struct notify_store *st, uint64_t user_id, uint64_t after_id,
+int notify_store_sync(struct notify_store *st, uint64_t user_id, uint64_t after_id, int resync,
                       int64_t min_ts_ms, uint32_t limit, struct notify_row **out, size_t *n,
                       int *more)
 {
@@ -250,7 +250,7 @@ int notify_store_sync(struct notify_store *st, uint64_t user_id, uint64_t after_
 		rc = notify_cursor_create(st, user_id, &cur) == 0 ? NOTIFY_STORE_OK : rc;
 	if (rc != NOTIFY_STORE_OK)
 		return -1;
-	uint64_t addressed_after = max_u64(after_id, cur.last_id);
+	uint64_t addressed_after = resync ? after_id : max_u64(after_id, cur.last_id);
 	uint64_t bcast_after = max_u64(addressed_after, cur.bcast_floor);
 	return notify_store_list(st, user_id, addressed_after, bcast_after, min_ts_ms, limit, out,
 	                         n, more);

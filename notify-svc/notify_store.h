@@ -127,9 +127,11 @@ int notify_cursor_advance(struct notify_store *st, uint64_t user_id, uint64_t id
 /* ---- notify_store.c: the backlog (the rule in the header comment) ---- */
 
 /* One page of user_id's backlog after after_id, within retention (ts_ms >=
- * min_ts_ms): creates the cursor on a user's first sync. Same outputs as
- * notify_store_list. Returns 0 or -1. */
-int notify_store_sync(struct notify_store *st, uint64_t user_id, uint64_t after_id,
+ * min_ts_ms): creates the cursor on a user's first sync. With `resync` (a socket that
+ * missed live deliveries) the user's cursor is not applied: everything after after_id,
+ * whether another socket had it or not (never broadcasts from before the user's
+ * first sync). Same outputs as notify_store_list. Returns 0 or -1. */
+int notify_store_sync(struct notify_store *st, uint64_t user_id, uint64_t after_id, int resync,
                       int64_t min_ts_ms, uint32_t limit, struct notify_row **out, size_t *n,
                       int *more);
 

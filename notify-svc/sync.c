@@ -143,8 +143,8 @@ void notify_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	int64_t min_ts = sb_now_ms() - svc->retention_ms;
 
 	pthread_mutex_lock(&svc->rd_lock);
-	int rc = notify_store_sync(svc->rd, req->user_id, req->after_id, min_ts, limit, &rows, &n,
-	                           &more);
+	int rc = notify_store_sync(svc->rd, req->user_id, req->after_id, req->resync, min_ts, limit,
+	                           &rows, &n, &more);
 	pthread_mutex_unlock(&svc->rd_lock);
 	if (rc < 0) {
 		reply_error(svc->bus, reply, rid, SB__ERROR_CODE__ERR_STORAGE,
@@ -153,9 +153,9 @@ void notify_sync_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	}
 	size_t sent = reply_page(svc, nc, reply, rid, rows, n, more);
 	sb_metric_observe_us(&svc->stats.sync_seconds, mono_us() - t0);
-	SB_DEBUG("sync", "user_id=%llu after_id=%llu notifications=%zu more=%d",
-	         (unsigned long long)req->user_id, (unsigned long long)req->after_id, sent,
-	         more || sent < n);
+	SB_DEBUG("sync", "user_id=%llu after_id=%llu resync=%d notifications=%zu more=%d",
+	         (unsigned long long)req->user_id, (unsigned long long)req->after_id,
+	         (int)req->resync, sent, more || sent < n);
 done:
 	notify_row_free_list(rows, n);
 	sb_envelope_free(env);

@@ -512,6 +512,116 @@ def test_sends_made_while_the_bus_is_down_keep_their_order(cluster):
         link.close()
 
 
+def test_a_socket_behind_a_bus_gap_gets_what_its_other_socket_had(cluster):
+    """Bob has a chat (and a notification) socket on two gateways; the second loses its
+    NATS link while Alice writes to him. The first socket gets her messages live, and its receipts mark them
+    delivered, so they are no longer in Bob's backlog. When the link is back, the second
+    socket's replay still brings them, once and in order: a socket that may have missed
+    live deliveries replays everything after the gap, not only what nobody has had."""
+    link = faultlib.Link(cluster.nats_port)
+    db = os.path.join(cluster.dir, "chat", "chat-0.db")
+    try:
+        proc, port = faultlib.start_gateway(cluster, nats_url=f"nats://127.0.0.1:{link.port}")
+        a, b = cluster.new_users(2, "Gap")
+
+        def delivered(ids):
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                marks = ",".join("?" * len(ids))
+                return con.execute(f"SELECT count(*) FROM messages WHERE delivered = 1 "
+                                   f"AND seq IN ({marks})", ids).fetchone()[0] == len(ids)
+            finally:
+                con.close()
+
+        async def go():
+            loop = asyncio.get_running_loop()
+            async with Clients() as cs:
+                wa = await cs.connect(cluster.url("chat", a.token), "gap-a")
+                b1 = await cs.connect(cluster.url("chat", b.token), "gap-b1")
+                b2 = await cs.connect(cluster.url("chat", b.token, port=port), "gap-b2")
+                await asyncio.sleep(0.2)
+                r0 = await wa.send_ok(b.id, "before")
+                for w in (b1, b2):
+                    assert (await w.next("chat_message"))["id"] == r0["id"]
+                since = proc.log_size()
+                link.cut()
+                assert await loop.run_in_executor(
+                    None, lambda: proc.wait_log("bus_disconnected", since=since, timeout=10))
+                during = [await wa.send_ok(b.id, f"during {i}") for i in range(3)]
+                for r in during:
+                    await b1.next("chat_message", pred=lambda f, i=r["id"]: f["id"] == i)
+                ids = [r["id"] for r in during]   # one partition: id = seq
+                await loop.run_in_executor(None, lambda: faultlib.wait_until(
+                    lambda: delivered(ids), 10, "b1's receipts marking the messages delivered"))
+                link.restore()
+                got = [await b2.next("chat_message", timeout=10) for _ in during]
+                assert [g["id"] for g in got] == ids, got
+                assert [g["message"] for g in got] == [f"during {i}" for i in range(3)]
+                r1 = await wa.send_ok(b.id, "after")
+                assert (await b2.next("chat_message", timeout=5))["id"] == r1["id"]
+                extra = await b2.collect(0.5, "chat_message")
+                assert not extra, f"b2 got more: {extra}"
+                assert await loop.run_in_executor(
+                    None, lambda: proc.wait_log("resync_after_reconnect", since=since,
+                                                timeout=5))
+
+        async def notifications():
+            """The same for notification sockets: the receipt of the first advances Bob's
+            cursor past what the second missed."""
+            loop = asyncio.get_running_loop()
+            bus = Bus(cluster.nats_url)
+            ndb = os.path.join(cluster.dir, "notify", "notify.db")
+
+            def cursor():
+                con = sqlite3.connect(f"file:{ndb}?mode=ro", uri=True, timeout=5)
+                try:
+                    row = con.execute("SELECT last_id FROM cursors WHERE user_id = ?",
+                                      (b.id,)).fetchone()
+                    return row[0] if row else 0
+                finally:
+                    con.close()
+
+            def inject(text):
+                assert publish_notification(bus, {"user_id": b.id, "title": "gap",
+                                                  "message": text}), "not acknowledged"
+            try:
+                async with Clients() as cs:
+                    n1 = await cs.connect(cluster.url("notifications", b.token), "gap-n1")
+                    n2 = await cs.connect(cluster.url("notifications", b.token, port=port),
+                                          "gap-n2")
+                    await asyncio.sleep(0.3)
+                    await loop.run_in_executor(None, inject, "n before")
+                    for w in (n1, n2):
+                        assert (await w.next("notify", timeout=10))["message"] == "n before"
+                    since = proc.log_size()
+                    link.cut()
+                    assert await loop.run_in_executor(
+                        None, lambda: proc.wait_log("bus_disconnected", since=since,
+                                                    timeout=10))
+                    for i in range(3):
+                        await loop.run_in_executor(None, inject, f"n during {i}")
+                    missed = [await n1.next("notify", timeout=10) for _ in range(3)]
+                    await loop.run_in_executor(None, lambda: faultlib.wait_until(
+                        lambda: cursor() >= missed[-1]["id"], 10,
+                        "n1's receipts advancing Bob's cursor"))
+                    link.restore()
+                    got = [await n2.next("notify", timeout=10) for _ in missed]
+                    assert [g["id"] for g in got] == [m["id"] for m in missed], got
+                    extra = await n2.collect(0.5, "notify")
+                    assert not extra, f"n2 got more: {extra}"
+            finally:
+                bus.close()
+
+        run(go(), timeout=60)
+        if cluster.notify:
+            run(notifications(), timeout=60)
+        sb.note("faults/bus link cut under a second socket: the 3 messages (and 3 "
+                "notifications) its twin had, marked delivered, were replayed to it in order "
+                "after the gap, once")
+    finally:
+        link.close()
+
+
 # --------------------------------------------------------------------------- storage
 
 LOCK_HOLD = 6.5   # seconds: longer than chat-svc's and notify-svc's 5 s SQLite busy timeout

@@ -92,7 +92,7 @@ static void test_insert_is_idempotent(void **state)
 	struct chat_msg *rows;
 	size_t n;
 	int more;
-	assert_int_equal(chat_store_list_undelivered(st, 9, 0, 100, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 9, 0, 0, 100, &rows, &n, &more), 0);
 	assert_int_equal(n, 3);
 	assert_int_equal(more, 0);
 	assert_string_equal(rows[0].body, "hello");
@@ -117,11 +117,20 @@ static void test_rollback_stores_nothing(void **state)
 	struct chat_msg *rows;
 	size_t n;
 	int more;
-	assert_int_equal(chat_store_list_undelivered(st, 9, 0, 10, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 9, 0, 0, 10, &rows, &n, &more), 0);
 	assert_int_equal(n, 0);
 	assert_null(rows);
 	/* The key is free again. */
 	assert_int_equal(put(st, "k", 9, "kept") > 0, 1);
+
+	/* A transaction left open (its COMMIT and ROLLBACK failed) does not block the next
+	 * batch: begin rolls it back first. */
+	assert_int_equal(chat_store_begin(st), 0);
+	struct chat_msg b = msg(7, 9, "stale", 1);
+	assert_int_equal(chat_store_insert(st, "stale", &b), CHAT_STORE_OK);
+	assert_int_equal(chat_store_begin(st), 0);
+	assert_int_equal(chat_store_commit(st), 0);
+	assert_int_equal(chat_store_find_key(st, "stale", &found), CHAT_STORE_NOT_FOUND);
 	chat_store_destroy(st);
 }
 
@@ -164,17 +173,17 @@ static void test_id_mapping_four_partitions(void **state)
 	struct chat_msg *rows;
 	size_t n;
 	int more;
-	assert_int_equal(chat_store_list_undelivered(st, 6, 0, 10, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 6, 0, 0, 10, &rows, &n, &more), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(rows[0].id, a);
 	assert_int_equal(rows[1].id, c);
 	chat_msg_free_list(rows, n);
 	/* after_id need not belong to the partition: everything above it is listed. */
-	assert_int_equal(chat_store_list_undelivered(st, 6, a + 1, 10, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 6, a + 1, 0, 10, &rows, &n, &more), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(rows[0].id, c);
 	chat_msg_free_list(rows, n);
-	assert_int_equal(chat_store_list_undelivered(st, 6, 1, 10, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 6, 1, 0, 10, &rows, &n, &more), 0);
 	assert_int_equal(n, 2);
 	chat_msg_free_list(rows, n);
 
@@ -185,6 +194,28 @@ static void test_id_mapping_four_partitions(void **state)
 	assert_int_equal(chat_store_mark_delivered(st, 6, ids, 2, &marked), 0);
 	assert_int_equal(chat_store_commit(st), 0);
 	assert_int_equal(marked, 1);
+
+	/* The backlog no longer has a; a resync (all) after an id still does, and only
+	 * receiver 6's rows, ascending, limited. */
+	assert_int_equal(chat_store_list(st, 6, 0, 0, 10, &rows, &n, &more), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(rows[0].id, c);
+	chat_msg_free_list(rows, n);
+	assert_int_equal(chat_store_list(st, 6, 0, 1, 10, &rows, &n, &more), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(rows[0].id, a);
+	assert_int_equal(rows[1].id, c);
+	assert_int_equal(more, 0);
+	chat_msg_free_list(rows, n);
+	assert_int_equal(chat_store_list(st, 6, 0, 1, 1, &rows, &n, &more), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(rows[0].id, a);
+	assert_int_equal(more, 1);
+	chat_msg_free_list(rows, n);
+	assert_int_equal(chat_store_list(st, 6, a, 1, 10, &rows, &n, &more), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(rows[0].id, c);
+	chat_msg_free_list(rows, n);
 	chat_store_destroy(st);
 }
 
@@ -215,7 +246,7 @@ static void test_undelivered_order_and_paging(void **state)
 	while (more) {
 		struct chat_msg *rows;
 		size_t n;
-		assert_int_equal(chat_store_list_undelivered(st, 5, after, 4, &rows, &n, &more), 0);
+		assert_int_equal(chat_store_list(st, 5, after, 0, 4, &rows, &n, &more), 0);
 		pages++;
 		assert_int_equal(more, pages < 3);
 		assert_int_equal(n, pages < 3 ? 4 : 2);
@@ -238,17 +269,17 @@ static void test_undelivered_order_and_paging(void **state)
 	/* Exactly limit rows left: no further page announced. */
 	struct chat_msg *rows;
 	size_t n;
-	assert_int_equal(chat_store_list_undelivered(st, 5, mine[5], 4, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 5, mine[5], 0, 4, &rows, &n, &more), 0);
 	assert_int_equal(n, 4);
 	assert_int_equal(more, 0);
 	chat_msg_free_list(rows, n);
 	/* After the last id, or a huge one: nothing. */
-	assert_int_equal(chat_store_list_undelivered(st, 5, mine[9], 4, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 5, mine[9], 0, 4, &rows, &n, &more), 0);
 	assert_int_equal(n, 0);
-	assert_int_equal(chat_store_list_undelivered(st, 5, UINT64_MAX, 4, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 5, UINT64_MAX, 0, 4, &rows, &n, &more), 0);
 	assert_int_equal(n, 0);
 	/* A receiver with nothing. */
-	assert_int_equal(chat_store_list_undelivered(st, 8, 0, 4, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 8, 0, 0, 4, &rows, &n, &more), 0);
 	assert_int_equal(n, 0);
 	assert_int_equal(more, 0);
 	chat_store_destroy(st);
@@ -285,11 +316,11 @@ static void test_mark_delivered_only_for_receiver(void **state)
 	struct chat_msg *rows;
 	size_t n;
 	int more;
-	assert_int_equal(chat_store_list_undelivered(st, 5, 0, 10, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 5, 0, 0, 10, &rows, &n, &more), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(rows[0].id, b);
 	chat_msg_free_list(rows, n);
-	assert_int_equal(chat_store_list_undelivered(st, 6, 0, 10, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(st, 6, 0, 0, 10, &rows, &n, &more), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(rows[0].id, c);
 	chat_msg_free_list(rows, n);
@@ -335,7 +366,7 @@ static void test_reopen_keeps_data(void **state)
 	struct chat_msg *rows;
 	size_t n;
 	int more;
-	assert_int_equal(chat_store_list_undelivered(rd, 5, 0, 10, &rows, &n, &more), 0);
+	assert_int_equal(chat_store_list(rd, 5, 0, 0, 10, &rows, &n, &more), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(rows[0].body, "before");
 	assert_string_equal(rows[1].body, "after");

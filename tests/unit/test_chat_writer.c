@@ -222,7 +222,7 @@ static void expect_stored(struct world *w, size_t n)
 	struct chat_msg *rows;
 	size_t got;
 	int more;
-	assert_int_equal(chat_store_list_undelivered(w->st, 2, 0, 1000, &rows, &got, &more), 0);
+	assert_int_equal(chat_store_list(w->st, 2, 0, 0, 1000, &rows, &got, &more), 0);
 	assert_int_equal(got, n);
 	for (size_t i = 0; i < n; i++) {
 		char want[32];
