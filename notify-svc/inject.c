@@ -431,8 +431,15 @@ static int store_with_retry(struct notify_inject *ni, struct item **pending, siz
 		sb_metric_inc(&ni->svc->stats.store_failures, 1);
 		SB_ERROR("store_failed", "batch=%zu attempt=%d retry_ms=%lld", n, attempt,
 		         (long long)wait);
-		for (int64_t slept = 0; slept < wait && !atomic_load(stop); slept += 50)
+		for (int64_t slept = 0; slept < wait && !atomic_load(stop); slept += 50) {
 			sleep_ms(50);
+			if (sb_mono_ms() - last_progress >= NOTIFY_ACK_WAIT_MS / 3) {
+				/* reset the server's redelivery timer well within the ack wait */
+				for (size_t i = 0; i < n; i++)
+					natsMsg_InProgress(pending[i]->msg, NULL);
+				last_progress = sb_mono_ms();
+			}
+		}
 		if (atomic_load(stop)) {
 			for (size_t i = 0; i < n; i++) {
 				natsMsg_NakWithDelay(pending[i]->msg, NAK_DELAY_MS, NULL);
@@ -443,12 +450,6 @@ static int store_with_retry(struct notify_inject *ni, struct item **pending, siz
 			        "JetStream for redelivery\"",
 			        n);
 			return -1;
-		}
-		/* Well within the 30 s ack wait: reset the server's redelivery timer. */
-		if (sb_mono_ms() - last_progress >= 5000 || wait >= RETRY_MAX_MS) {
-			for (size_t i = 0; i < n; i++)
-				natsMsg_InProgress(pending[i]->msg, NULL);
-			last_progress = sb_mono_ms();
 		}
 		wait = wait * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : wait * 2;
 	}

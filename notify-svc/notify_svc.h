@@ -69,10 +69,14 @@ void notify_stats_log(struct notify_svc *svc, const char *event);
 
 /* ---- stream.c: the JetStream side of the injection interface ---- */
 
+/* The consumer's ack wait: a killed consumer's batch comes back this soon. A batch
+ * held longer (storage failing) is kept alive with InProgress every third of it. */
+#define NOTIFY_ACK_WAIT_MS (5 * 1000LL)
+
 /* Make sure the NOTIFY stream exists with our configuration (subjects notify.send and
  * notify.send.json, file storage, limits retention, max age = retention_ms, duplicate
  * window 2 min; updated when it differs) and the durable pull consumer "notify-svc"
- * (explicit ack, deliver all, ack wait 30 s, max deliver 5). Retries with backoff
+ * (explicit ack, deliver all, ack wait NOTIFY_ACK_WAIT_MS, max deliver 5). Retries with backoff
  * while JetStream does not answer, until *stop. *created_ns is the stream's creation
  * time (its identity). Returns 0, or -1 when stopped or on a configuration error the
  * operator must fix (logged). Blocking; main thread. */

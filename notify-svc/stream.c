@@ -22,7 +22,7 @@
 
 #define NS_PER_MS           1000000LL
 #define DUPLICATE_WINDOW_MS (2 * 60 * 1000LL)
-#define ACK_WAIT_MS         (5 * 1000LL) /* a killed consumer's batch comes back this soon */
+#define ACK_WAIT_MS         NOTIFY_ACK_WAIT_MS
 #define MAX_DELIVER         5
 #define RETRY_MAX_MS        5000
 
