@@ -25,6 +25,7 @@ import threading
 import time
 
 import pytest
+import websockets.exceptions
 
 import faultlib
 import sb
@@ -329,6 +330,19 @@ def tcp_peers(pid, port):
     return n
 
 
+async def connect_retrying(cs, url, label, seconds=10.0):
+    """cs.connect, again while the gateway answers 503 (a service still reconnecting
+    to NATS), for at most `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await cs.connect(url, label)
+        except websockets.exceptions.InvalidStatusCode as e:
+            if e.status_code != 503 or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 def test_hung_bus_does_not_stall_the_gateway(cluster):
     """nats-server dies and its port is taken by something that accepts connections and
     never speaks NATS (a hung server, a proxy whose backend is gone). libnats holds its
@@ -360,9 +374,9 @@ def test_hung_bus_does_not_stall_the_gateway(cluster):
     async def go():
         loop = asyncio.get_running_loop()
         async with Clients() as cs:
-            wa = await cs.connect(cluster.url("chat", a.token), "hung-a")
-            wb = await cs.connect(cluster.url("chat", b.token), "hung-b")
-            wc = await cs.connect(cluster.url("chat", c.token), "hung-c")
+            wa = await connect_retrying(cs, cluster.url("chat", a.token), "hung-a")
+            wb = await connect_retrying(cs, cluster.url("chat", b.token), "hung-b")
+            wc = await connect_retrying(cs, cluster.url("chat", c.token), "hung-c")
             await wa.send_ok(b.id, "before")
             await wb.next("chat_message")
             deferred_before = faultlib.metrics(cluster.port).get(
@@ -407,12 +421,18 @@ def test_hung_bus_does_not_stall_the_gateway(cluster):
             assert not wa.done and not wb.done, "a socket was closed while the bus was hung"
 
             since = gw.log_size()
+            services = [p for p in (cluster.auth, cluster.chat, cluster.notify) if p]
+            offsets = {p.name: p.log_size() for p in services}
             cluster.nats.start()
             await loop.run_in_executor(None, lambda: sb.wait_tcp(cluster.nats_port,
                                                                  proc=cluster.nats))
             assert await loop.run_in_executor(
                 None, lambda: gw.wait_log("bus_reconnected", since=since, timeout=15)), \
                 "the gateway did not reconnect"
+            for p in services:   # a token check before auth-svc is back would be refused
+                assert await loop.run_in_executor(
+                    None, lambda p=p: p.wait_log("bus_reconnected", since=offsets[p.name],
+                                                 timeout=15)), f"{p.name} did not reconnect"
             deadline = loop.time() + 15
             while True:
                 r = await wa.send_chat(b.id, "after", timeout=5)
@@ -431,7 +451,7 @@ def test_hung_bus_does_not_stall_the_gateway(cluster):
             assert await loop.run_in_executor(
                 None, lambda: gw.wait_log("unsubscribed_deferred subscriptions=1", since=since,
                                           timeout=5)), "the put-off unsubscribe was not made"
-            wc2 = await cs.connect(cluster.url("chat", c.token), "hung-c2")
+            wc2 = await connect_retrying(cs, cluster.url("chat", c.token), "hung-c2")
             await asyncio.sleep(0.2)
             r = await wa.send_ok(c.id, "to c")
             got = await wc2.next("chat_message", timeout=5, pred=lambda f: f["id"] == r["id"])
@@ -475,8 +495,9 @@ def test_sends_made_while_the_bus_is_down_keep_their_order(cluster):
         async def go():
             loop = asyncio.get_running_loop()
             async with Clients() as cs:
-                wa = await cs.connect(cluster.url("chat", a.token, port=port), "order-a")
-                wb = await cs.connect(cluster.url("chat", b.token), "order-b")
+                wa = await connect_retrying(cs, cluster.url("chat", a.token, port=port),
+                                            "order-a")
+                wb = await connect_retrying(cs, cluster.url("chat", b.token), "order-b")
                 await wa.send_ok(b.id, "before")
                 await wb.next("chat_message")
                 since = proc.log_size()
@@ -536,9 +557,10 @@ def test_a_socket_behind_a_bus_gap_gets_what_its_other_socket_had(cluster):
         async def go():
             loop = asyncio.get_running_loop()
             async with Clients() as cs:
-                wa = await cs.connect(cluster.url("chat", a.token), "gap-a")
-                b1 = await cs.connect(cluster.url("chat", b.token), "gap-b1")
-                b2 = await cs.connect(cluster.url("chat", b.token, port=port), "gap-b2")
+                wa = await connect_retrying(cs, cluster.url("chat", a.token), "gap-a")
+                b1 = await connect_retrying(cs, cluster.url("chat", b.token), "gap-b1")
+                b2 = await connect_retrying(cs, cluster.url("chat", b.token, port=port),
+                                            "gap-b2")
                 await asyncio.sleep(0.2)
                 r0 = await wa.send_ok(b.id, "before")
                 for w in (b1, b2):
@@ -586,9 +608,10 @@ def test_a_socket_behind_a_bus_gap_gets_what_its_other_socket_had(cluster):
                                                   "message": text}), "not acknowledged"
             try:
                 async with Clients() as cs:
-                    n1 = await cs.connect(cluster.url("notifications", b.token), "gap-n1")
-                    n2 = await cs.connect(cluster.url("notifications", b.token, port=port),
-                                          "gap-n2")
+                    n1 = await connect_retrying(cs, cluster.url("notifications", b.token),
+                                                "gap-n1")
+                    n2 = await connect_retrying(
+                        cs, cluster.url("notifications", b.token, port=port), "gap-n2")
                     await asyncio.sleep(0.3)
                     await loop.run_in_executor(None, inject, "n before")
                     for w in (n1, n2):
