@@ -189,6 +189,7 @@ struct gw_metrics {
 	uint64_t idle_closes;
 	uint64_t bus_stalls; /* busloop.c's once-a-second check found work left behind */
 	uint64_t receipts_dropped;
+	uint64_t no_responders; /* replies that said nobody was subscribed (handoff.c) */
 	uint64_t unsubs_deferred;
 };
 

@@ -112,8 +112,21 @@ void gw_handoff_poll_replies(struct gw *gw)
 		return;
 	gw->flush_batching = 1;
 	natsMsg *msg = NULL;
-	/* At most what was there: a reply that arrives meanwhile is read on the next turn. */
-	while (pending-- > 0 && natsSubscription_NextMsg(&msg, gw->inbox_sub, 0) == NATS_OK) {
+	/* At most what was there: a reply that arrives meanwhile is read on the next turn.
+	 * libnats answers a "no responders" status (a request published before its
+	 * service had resubscribed, after a NATS restart) with NATS_NO_RESPONDERS and
+	 * drops it, subject and all: that request waits for its timeout and retry, and
+	 * the replies behind it are read on (stopping there left them unread until the
+	 * next turn, one per turn: after a restart with 15,000 sockets, every resync
+	 * timed out and every socket was closed with 1011). */
+	while (pending-- > 0) {
+		natsStatus s = natsSubscription_NextMsg(&msg, gw->inbox_sub, 0);
+		if (s == NATS_NO_RESPONDERS || s == NATS_SLOW_CONSUMER) {
+			gw->m.no_responders += s == NATS_NO_RESPONDERS;
+			continue;
+		}
+		if (s != NATS_OK)
+			break;
 		gw_requests_on_reply(gw, msg);
 		sb_msg_free(msg);
 	}

@@ -129,11 +129,16 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        "the next connect.\n"
 	        "# TYPE sb_gateway_receipts_dropped_total counter\n"
 	        "sb_gateway_receipts_dropped_total %llu\n"
+	        "# HELP sb_gateway_bus_no_responders_total Requests NATS answered with \"no "
+	        "responders\" (the service not subscribed yet); each is retried at its timeout.\n"
+	        "# TYPE sb_gateway_bus_no_responders_total counter\n"
+	        "sb_gateway_bus_no_responders_total %llu\n"
 	        "# HELP sb_gateway_unsubscribes_deferred_total Per-user unsubscribes put off "
 	        "while the bus was down (made once it is back).\n"
 	        "# TYPE sb_gateway_unsubscribes_deferred_total counter\n"
 	        "sb_gateway_unsubscribes_deferred_total %llu\n",
-	        (unsigned long long)m->receipts_dropped, (unsigned long long)m->unsubs_deferred);
+	        (unsigned long long)m->receipts_dropped, (unsigned long long)m->no_responders,
+	        (unsigned long long)m->unsubs_deferred);
 	size_t reg_len = 0;
 	char *reg = sb_metrics_render(&gw->reg, &reg_len);
 	if (reg)

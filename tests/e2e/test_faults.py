@@ -645,6 +645,68 @@ def test_a_socket_behind_a_bus_gap_gets_what_its_other_socket_had(cluster):
         link.close()
 
 
+def test_replies_behind_a_no_responders_answer_are_read(cluster):
+    """After a bus gap every socket of the gateway resyncs at once. When one service is
+    not subscribed (chat-svc down here; after a NATS restart, one that resubscribes
+    later than the gateway), NATS answers its requests with "no responders", which
+    libnats turns into an error of the inbox read. The replies behind it must still be
+    read in that turn: here every notification socket's resync, queued between chat
+    resyncs nobody answers, completes and the sockets stay open. (Stopping at the error
+    left them for later turns; after a NATS restart with 15,000 sockets every resync
+    timed out and every socket was closed with 1011.)"""
+    link = faultlib.Link(cluster.nats_port)
+    users = cluster.new_users(8, "NoResp")
+    try:
+        proc, port = faultlib.start_gateway(cluster, nats_url=f"nats://127.0.0.1:{link.port}")
+
+        async def go():
+            loop = asyncio.get_running_loop()
+            bus = Bus(cluster.nats_url)
+            try:
+                async with Clients() as cs:
+                    notes = []
+                    for u in users:   # chat and notification sockets alternate
+                        await connect_retrying(cs, cluster.url("chat", u.token, port=port),
+                                               f"nr-c{u.id}")
+                        notes.append(await connect_retrying(
+                            cs, cluster.url("notifications", u.token, port=port),
+                            f"nr-n{u.id}"))
+                    await asyncio.sleep(0.3)
+                    cluster.chat.kill()
+                    since = proc.log_size()
+                    link.cut()
+                    assert await loop.run_in_executor(
+                        None, lambda: proc.wait_log("bus_disconnected", since=since,
+                                                    timeout=10))
+                    link.restore()
+                    assert await loop.run_in_executor(
+                        None, lambda: proc.wait_log("resync_after_reconnect", since=since,
+                                                    timeout=10))
+                    # the resyncs' timeouts and retries (500 ms each) play out
+                    await asyncio.sleep(2.5)
+                    closed = [n.label for n in notes if n.done]
+                    assert not closed, f"notification sockets closed after the gap: {closed}"
+                    for u in users:
+                        await loop.run_in_executor(None, lambda u=u: publish_notification(
+                            bus, {"user_id": u.id, "title": "t", "message": "after"}))
+                    for n in notes:
+                        f = await n.next("notify", timeout=10,
+                                         pred=lambda f: f["message"] == "after")
+                        assert f["message"] == "after"
+                    m = faultlib.metrics(port)
+                    return m.get("sb_gateway_bus_no_responders_total", 0)
+            finally:
+                bus.close()
+
+        answered = run(go(), timeout=60)
+        assert answered >= 1, "no request was answered with no responders: nothing was tested"
+        sb.note(f"faults/no responders: {answered} chat resyncs answered 'no responders' "
+                f"while chat-svc was down; all {len(users)} notification sockets resynced "
+                f"between them and stayed open")
+    finally:
+        link.close()
+
+
 # --------------------------------------------------------------------------- storage
 
 LOCK_HOLD = 6.5   # seconds: longer than chat-svc's and notify-svc's 5 s SQLite busy timeout
