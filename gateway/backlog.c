@@ -35,10 +35,18 @@ void gw_backlog_mark_gap(struct gw *gw)
 	gw->notify_gap_floor = gw->notify_seen;
 }
 
+static int page_in_flight(const struct gw_conn *c)
+{
+	for (const struct gw_req *r = c->reqs; r; r = r->next_of_conn)
+		if (r->kind == GW_REQ_SYNC || r->kind == GW_REQ_NOTIFY_SYNC)
+			return 1;
+	return 0;
+}
+
 void gw_backlog_after_gap(struct gw *gw, struct gw_conn *c)
 {
 	c->after_gap = 1;
-	if (c->syncing_requested)
+	if (page_in_flight(c))
 		c->sync_again = 1; /* its answer may predate the gap */
 	else
 		gw_backlog_start(gw, c);
@@ -47,7 +55,6 @@ void gw_backlog_after_gap(struct gw *gw, struct gw_conn *c)
 void gw_backlog_start(struct gw *gw, struct gw_conn *c)
 {
 	c->syncing = 1;
-	c->syncing_requested = 1;
 	Sb__SyncRequest sr = SB__SYNC_REQUEST__INIT;
 	sr.user_id = c->user_id;
 	sr.after_id = c->last_id;
@@ -91,7 +98,6 @@ void gw_backlog_queue(struct gw *gw, struct gw_conn *c, struct gw_buf *b)
 
 void gw_backlog_page_done(struct gw *gw, struct gw_conn *c, int more)
 {
-	c->syncing_requested = 0;
 	if (!more && c->sync_again) {
 		c->sync_again = 0;
 		gw_backlog_start(gw, c);

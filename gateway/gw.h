@@ -86,10 +86,9 @@ struct gw_conn {
 	size_t rx_len;
 	int rx_binary;
 
-	int syncing;           /* backlog replay in progress: live deliveries wait in `held` */
-	int syncing_requested; /* a page is being fetched (backlog.c) */
-	int sync_again;        /* the bus came back meanwhile: fetch again after it */
-	int after_gap;         /* replay everything after the gap (SyncRequest.resync) */
+	int syncing;    /* backlog replay in progress: live deliveries wait in `held` */
+	int sync_again; /* the bus came back meanwhile: fetch again after it */
+	int after_gap;  /* replay everything after the gap (SyncRequest.resync) */
 	struct gw_qnode *held_head, *held_tail;
 	size_t held_len;
 	uint64_t last_id;     /* highest message/notification id queued to this socket */

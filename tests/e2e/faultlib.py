@@ -433,22 +433,26 @@ def wait_until(pred, timeout, what, interval=0.05):
 
 # --------------------------------------------------------------------------- sockets
 
-class Link:
-    """A TCP relay from a free port of its own to 127.0.0.1:`target`, for one process's
-    bus connection: `cut()` drops every relayed connection and refuses new ones (that
-    process alone loses NATS), `restore()` lets connections through again."""
+class _Acceptor:
+    """A loopback listener on `port` (a free one when None) whose thread hands every
+    accepted connection to `_on_conn`. The bind is retried for 5 s: a port a killed
+    process held may still be in use for a moment."""
 
-    def __init__(self, target):
-        self.target = target
-        self.port = free_port()
-        self.up = True
-        self.relayed = 0
-        self._lock = threading.Lock()
-        self._socks = []
+    def __init__(self, port=None):
+        self.port = port or free_port()
         self._stop = threading.Event()
         self._ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._ls.bind(("127.0.0.1", self.port))
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._ls.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self._ls.close()
+                    raise
+                time.sleep(0.05)
         self._ls.listen(64)
         self._ls.settimeout(0.05)
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -462,20 +466,49 @@ class Link:
                 continue
             except OSError:
                 return
-            if not self.up:
-                c.close()
-                continue
-            try:
-                t = socket.create_connection(("127.0.0.1", self.target), timeout=2)
-            except OSError:
-                c.close()
-                continue
-            t.settimeout(None)
-            with self._lock:
-                self._socks += [c, t]
-                self.relayed += 1
-            for a, b in ((c, t), (t, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            self._on_conn(c)
+
+    def _on_conn(self, c):
+        raise NotImplementedError
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ls.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Link(_Acceptor):
+    """A TCP relay from a free port of its own to 127.0.0.1:`target`, for one process's
+    bus connection: `cut()` drops every relayed connection and refuses new ones (that
+    process alone loses NATS), `restore()` lets connections through again."""
+
+    def __init__(self, target):
+        self.target = target
+        self.up = True
+        self._lock = threading.Lock()
+        self._socks = []
+        super().__init__()
+
+    def _on_conn(self, c):
+        if not self.up:
+            c.close()
+            return
+        try:
+            t = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+        except OSError:
+            c.close()
+            return
+        t.settimeout(None)
+        with self._lock:
+            self._socks += [c, t]
+        for a, b in ((c, t), (t, c)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pump(a, b):
@@ -508,64 +541,29 @@ class Link:
         self.up = True
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._ls.close()
+        super().close()
         self.cut()
 
 
-class Tarpit:
+class Tarpit(_Acceptor):
     """A listener on `port` that accepts every connection and never sends a byte: a
     hung nats-server, or a proxy whose backend is gone. A NATS client connecting to it
     waits for INFO until its connect timeout. `accepted` counts the connections; all are
     closed on exit."""
 
     def __init__(self, port):
-        self.port = port
         self.accepted = 0
         self._conns = []
-        self._stop = threading.Event()
-        self._ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                self._ls.bind(("127.0.0.1", port))
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self._ls.close()
-                    raise
-                time.sleep(0.05)
-        self._ls.listen(64)
-        self._ls.settimeout(0.05)
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__(port)
 
-    def _accept(self):
-        while not self._stop.is_set():
-            try:
-                c, _ = self._ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self._conns.append(c)
-            self.accepted += 1
+    def _on_conn(self, c):
+        self._conns.append(c)
+        self.accepted += 1
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._ls.close()
+        super().close()
         for c in self._conns:
             c.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 
 class Keeper:
