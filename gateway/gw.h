@@ -190,6 +190,7 @@ struct gw_metrics {
 	uint64_t receipts_dropped;
 	uint64_t no_responders; /* replies that said nobody was subscribed (handoff.c) */
 	uint64_t unsubs_deferred;
+	uint64_t loop_stalls; /* the lag probe ran over GW_LOOP_STALL_MS late (timer.c) */
 };
 
 struct gw_receipt {
@@ -199,7 +200,7 @@ struct gw_receipt {
 	uint64_t id;
 };
 
-#define GW_TIMER_SULS 8 /* the suls of struct gw below (7) and one to spare */
+#define GW_TIMER_SULS 9 /* the suls of struct gw below (8) and one to spare */
 
 struct gw {
 	struct gw_config cfg;
@@ -277,6 +278,9 @@ struct gw {
 	lws_usec_t timer_at; /* when timer_fd fires; 0 = disarmed */
 	lws_sorted_usec_list_t *timer_suls[GW_TIMER_SULS];
 	int timer_nsuls;
+	lws_sorted_usec_list_t lag_sul; /* the loop-lag probe */
+	lws_usec_t lag_due;
+	struct sb_metric loop_lag_seconds;
 	/* busloop.c: the NATS socket on the loop */
 	struct sb_busio *busio;
 };

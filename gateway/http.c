@@ -136,9 +136,13 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        "# HELP sb_gateway_unsubscribes_deferred_total Per-user unsubscribes put off "
 	        "while the bus was down (made once it is back).\n"
 	        "# TYPE sb_gateway_unsubscribes_deferred_total counter\n"
-	        "sb_gateway_unsubscribes_deferred_total %llu\n",
+	        "sb_gateway_unsubscribes_deferred_total %llu\n"
+	        "# HELP sb_gateway_loop_stalls_total Times the loop was busy for over 100 ms "
+	        "(logged as loop_stall).\n"
+	        "# TYPE sb_gateway_loop_stalls_total counter\n"
+	        "sb_gateway_loop_stalls_total %llu\n",
 	        (unsigned long long)m->receipts_dropped, (unsigned long long)m->no_responders,
-	        (unsigned long long)m->unsubs_deferred);
+	        (unsigned long long)m->unsubs_deferred, (unsigned long long)m->loop_stalls);
 	size_t reg_len = 0;
 	char *reg = sb_metrics_render(&gw->reg, &reg_len);
 	if (reg)

@@ -341,6 +341,7 @@ int main(int argc, char **argv)
 	gw_ws_watch_reconnects(gw);
 	gw_keepalive_start(gw);
 	gw_busloop_start_checks(gw);
+	gw_timer_lag_start(gw);
 	pthread_t sig_thread;
 	pthread_create(&sig_thread, NULL, signal_thread, gw);
 	SB_INFO("ready", "listen=%s instance=%s tls=%s event_lib=%s reuse_port=%d", cfg->listen,
@@ -370,6 +371,7 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&gw->handoff.lock);
 	gw_requests_destroy_all(gw);
 	gw_keepalive_stop(gw);
+	gw_timer_lag_stop(gw);
 	gw_preauth_destroy(gw);
 	gw_timer_destroy(gw);
 	lws_context_destroy(gw->ctx);

@@ -67,6 +67,40 @@ void gw_timer_schedule(struct gw *gw, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
 		arm(gw);
 }
 
+#define LAG_PROBE_US (100 * LWS_US_PER_MS)
+
+static void lag_probe(lws_sorted_usec_list_t *sul)
+{
+	struct gw *gw = lws_container_of(sul, struct gw, lag_sul);
+	lws_usec_t late = lws_now_usecs() - gw->lag_due;
+	if (late < 0)
+		late = 0;
+	sb_metric_observe_us(&gw->loop_lag_seconds, (uint64_t)late);
+	if (late > GW_LOOP_STALL_MS * LWS_US_PER_MS) {
+		gw->m.loop_stalls++;
+		SB_WARN("loop_stall", "late_ms=%lld sockets=%lld", (long long)(late / LWS_US_PER_MS),
+		        (long long)(gw->m.conns_current[GW_CHAT] + gw->m.conns_current[GW_NOTIFY]));
+	}
+	gw->lag_due = lws_now_usecs() + LAG_PROBE_US;
+	gw_timer_schedule(gw, &gw->lag_sul, lag_probe, LAG_PROBE_US);
+}
+
+void gw_timer_lag_start(struct gw *gw)
+{
+	gw->loop_lag_seconds = (struct sb_metric){
+	    .name = "sb_gateway_loop_lag_seconds",
+	    .help = "How late a timer due every 100 ms ran: the longest the loop was busy.",
+	    .type = SB_HISTOGRAM};
+	sb_metrics_add(&gw->reg, &gw->loop_lag_seconds);
+	gw->lag_due = lws_now_usecs() + LAG_PROBE_US;
+	gw_timer_schedule(gw, &gw->lag_sul, lag_probe, LAG_PROBE_US);
+}
+
+void gw_timer_lag_stop(struct gw *gw)
+{
+	lws_sul_cancel(&gw->lag_sul);
+}
+
 int gw_timer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len)
 {

@@ -23,6 +23,13 @@ void gw_timer_destroy(struct gw *gw);
 /* lws_sul_schedule(gw->ctx, 0, sul, cb, us), on time. Loop thread. */
 void gw_timer_schedule(struct gw *gw, lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
 
+/* The loop-lag probe: a sul due every 100 ms whose lateness, the longest the loop went
+ * without looking at its timers, goes into sb_gateway_loop_lag_seconds; a lateness over
+ * GW_LOOP_STALL_MS is also logged (loop_stall). Loop thread. */
+#define GW_LOOP_STALL_MS 100
+void gw_timer_lag_start(struct gw *gw);
+void gw_timer_lag_stop(struct gw *gw);
+
 /* The raw protocol's callback (the timerfd's expiry). */
 int gw_timer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len);

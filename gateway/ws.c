@@ -97,8 +97,7 @@ static void resync(struct gw *gw, struct gw_conn *c, void *arg)
  * once reconnected, it replays from the last id it had and then releases them. */
 void gw_ws_on_bus_state(struct gw *gw, int up)
 {
-	SB_INFO(up ? "resync_after_reconnect" : "hold_while_disconnected", "sockets=%lld",
-	        (long long)total_conns(gw));
+	int64_t t0 = sb_mono_us();
 	if (up) {
 		gw_users_unsubscribe_deferred(gw);
 		gw_requests_publish_waiting(gw);
@@ -106,6 +105,8 @@ void gw_ws_on_bus_state(struct gw *gw, int up)
 		gw_backlog_mark_gap(gw);
 	}
 	gw_users_foreach_conn(gw, up ? resync : hold_live, NULL);
+	SB_INFO(up ? "resync_after_reconnect" : "hold_while_disconnected", "sockets=%lld us=%lld",
+	        (long long)total_conns(gw), (long long)(sb_mono_us() - t0));
 }
 
 /* libnats thread: queue the state change behind the messages already handed off. */

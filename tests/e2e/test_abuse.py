@@ -11,6 +11,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -582,6 +583,48 @@ def test_backlog_larger_than_max_queue_is_delivered(cluster):
 
 
 # --------------------------------------------------------------------------- a slow auth-svc
+
+def _loop_lag(port):
+    """(samples, samples over 0.25 s, sb_gateway_loop_stalls_total) from /metrics."""
+    status, body = sb.http_get(port, "/metrics")
+    assert status == 200
+    text = body.decode() if isinstance(body, bytes) else body
+
+    def value(series):
+        m = re.search(rf"^{re.escape(series)} (\d+)$", text, re.M)
+        assert m, f"{series} not in /metrics"
+        return int(m.group(1))
+
+    total = value('sb_gateway_loop_lag_seconds_bucket{le="+Inf"}')
+    quick = value('sb_gateway_loop_lag_seconds_bucket{le="0.25"}')
+    return total, total - quick, value("sb_gateway_loop_stalls_total")
+
+
+def test_a_stalled_loop_is_measured_and_logged(cluster):
+    """The gateway's loop-lag probe, a timer due every 100 ms, reports how long the loop
+    went without running: a gateway frozen for 0.6 s (SIGSTOP, as a loop busy for that
+    long looks from inside) logs loop_stall with late_ms of about 600, counts it in
+    sb_gateway_loop_stalls_total and puts a sample over 0.25 s into
+    sb_gateway_loop_lag_seconds; before the freeze the probe was running."""
+    proc, port = faultlib.start_gateway(cluster)
+    time.sleep(0.5)
+    samples, slow, stalls = _loop_lag(port)
+    assert samples >= 2, f"the probe ran {samples} times in its first 0.5 s or more"
+    since = proc.log_size()
+    sb.freeze(proc.pid)
+    time.sleep(0.6)
+    os.kill(proc.pid, signal.SIGCONT)
+    assert proc.wait_log("event=loop_stall", since=since, timeout=5), (
+        "a gateway frozen for 0.6 s logged no loop_stall")
+    with open(proc.log_path, "rb") as f:
+        f.seek(since)
+        lates = [int(x) for x in re.findall(rb"event=loop_stall late_ms=(\d+)", f.read())]
+    assert lates and 450 <= max(lates) <= 5000, lates
+    after = _loop_lag(port)
+    assert after[0] > samples and after[1] >= slow + 1 and after[2] >= stalls + 1, (
+        (samples, slow, stalls), after)
+    sb.note(f"abuse/loop lag: frozen 0.6 s, logged late_ms={max(lates)}")
+
 
 def test_handshakes_waiting_for_auth_do_not_stall_other_sockets(cluster):
     """SPEC 3: the gateway never blocks its event loop on the bus. With auth-svc frozen
