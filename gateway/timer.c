@@ -78,7 +78,8 @@ static void lag_probe(lws_sorted_usec_list_t *sul)
 	sb_metric_observe_us(&gw->loop_lag_seconds, (uint64_t)late);
 	if (late > GW_LOOP_STALL_MS * LWS_US_PER_MS) {
 		gw->m.loop_stalls++;
-		SB_WARN("loop_stall", "late_ms=%lld sockets=%lld", (long long)(late / LWS_US_PER_MS),
+		SB_WARN("loop_stall", "late_ms=%lld sockets=%lld",
+		        (long long)(late / LWS_US_PER_MS),
 		        (long long)(gw->m.conns_current[GW_CHAT] + gw->m.conns_current[GW_NOTIFY]));
 	}
 	gw->lag_due = lws_now_usecs() + LAG_PROBE_US;
