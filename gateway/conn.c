@@ -168,7 +168,12 @@ static void account(struct gw *gw, struct gw_conn *c, const struct gw_buf *b)
 			gw->m.chat_delivered++;
 		else
 			gw->m.notify_delivered++;
-		gw_receipts_add(gw, b->kind, b->user_id ? b->user_id : c->user_id, b->id);
+		uint64_t user = b->user_id ? b->user_id : c->user_id;
+		if (b->kind == c->kind && user == c->user_id)
+			gw_receipts_written(gw, c, b->id);
+		else
+			gw_receipts_add(gw, b->kind, user,
+			                b->id); /* not expected; kept as it was */
 	}
 }
 
@@ -227,15 +232,35 @@ static void settle(struct gw *gw, struct gw_conn *c, struct gw_buf **sent, size_
 	}
 }
 
-static unsigned char batch_out[LWS_PRE + GW_WRITE_BATCH_BYTES]; /* loop thread only */
+/* loop thread only: a batch of frames and the probe behind it */
+static unsigned char batch_out[LWS_PRE + GW_WRITE_BATCH_BYTES + GW_PROBE_FRAME_BYTES];
+
+/* fill_batch, then the delivery probe behind the frames when one is owed. */
+static size_t fill_batch_probed(struct gw *gw, struct gw_conn *c, struct gw_buf **sent, size_t *n,
+                                int *probed)
+{
+	size_t used = fill_batch(c, batch_out, sent, n);
+	size_t p = gw_receipts_probe_append(gw, c, batch_out + LWS_PRE + used);
+	*probed = p > 0;
+	return used + p;
+}
+
+static void settle_probed(struct gw *gw, struct gw_conn *c, struct gw_buf **sent, size_t n, int ok,
+                          int probed)
+{
+	settle(gw, c, sent, n, ok);
+	if (probed)
+		gw_receipts_probe_sent(c);
+}
 
 static int write_batch(struct gw *gw, struct gw_conn *c)
 {
 	struct gw_buf *sent[GW_WRITE_BATCH_FRAMES];
 	size_t n;
-	size_t used = fill_batch(c, batch_out, sent, &n);
+	int probed;
+	size_t used = fill_batch_probed(gw, c, sent, &n, &probed);
 	int w = lws_write(c->wsi, batch_out + LWS_PRE, used, LWS_WRITE_RAW);
-	settle(gw, c, sent, n, w >= (int)used);
+	settle_probed(gw, c, sent, n, w >= (int)used, probed);
 	return w < (int)used ? -1 : 0;
 }
 
@@ -251,13 +276,14 @@ static void flush_direct(struct gw *gw, struct gw_conn *c)
 	while (c->q_head && fd >= 0) {
 		struct gw_buf *sent[GW_WRITE_BATCH_FRAMES];
 		size_t n;
-		size_t used = fill_batch(c, batch_out, sent, &n);
+		int probed;
+		size_t used = fill_batch_probed(gw, c, sent, &n, &probed);
 		if (!n)
 			break; /* a frame bigger than a batch: SERVER_WRITEABLE writes it alone */
 		ssize_t w = send(fd, batch_out + LWS_PRE, used, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			/* The peer is gone: lws sees it on the socket and closes it. */
-			settle(gw, c, sent, n, 0);
+			settle_probed(gw, c, sent, n, 0, probed);
 			break;
 		}
 		if (w < 0)
@@ -265,14 +291,38 @@ static void flush_direct(struct gw *gw, struct gw_conn *c)
 		if ((size_t)w < used) {
 			int r = lws_write(c->wsi, batch_out + LWS_PRE + w, used - (size_t)w,
 			                  LWS_WRITE_RAW);
-			settle(gw, c, sent, n, r >= (int)(used - (size_t)w));
+			settle_probed(gw, c, sent, n, r >= (int)(used - (size_t)w), probed);
 			break;
 		}
-		settle(gw, c, sent, n, 1);
+		settle_probed(gw, c, sent, n, 1, probed);
 	}
 	gw_backlog_resume(gw, c);
-	if (c->q_head || c->close_code)
+	if (c->q_head || c->close_code || c->probe_due)
 		lws_callback_on_writable(c->wsi);
+}
+
+void gw_conn_send_probe(struct gw *gw, struct gw_conn *c)
+{
+	if (!c->wsi || !c->probe_due)
+		return;
+	if (c->q_head || !direct_ok(gw, c)) {
+		/* behind the queue, when the socket is writeable */
+		lws_callback_on_writable(c->wsi);
+		return;
+	}
+	unsigned char f[LWS_PRE + GW_PROBE_FRAME_BYTES];
+	size_t n = gw_receipts_probe_append(gw, c, f + LWS_PRE);
+	if (!n)
+		return;
+	gw_receipts_probe_sent(c);
+	ssize_t w =
+	    send((int)lws_get_socket_fd(c->wsi), f + LWS_PRE, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+		return; /* the peer is gone: lws sees it on the socket and closes it */
+	if (w < 0)
+		w = 0;
+	if ((size_t)w < n)
+		lws_write(c->wsi, f + LWS_PRE + w, n - (size_t)w, LWS_WRITE_RAW);
 }
 
 void gw_conn_flush_collected(struct gw *gw)
@@ -304,8 +354,12 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 		return pinged < 0 ? -1 : 0;
 	}
 	struct gw_qnode *n = c->q_head;
-	if (!n)
-		return 0;
+	if (!n) {
+		int probed = gw_receipts_write_probe(gw, c);
+		if (probed > 0 && c->close_code)
+			lws_callback_on_writable(c->wsi);
+		return probed < 0 ? -1 : 0;
+	}
 	if (n->next && n->buf->len + n->next->buf->len + 20 <= GW_WRITE_BATCH_BYTES) {
 		if (write_batch(gw, c) < 0)
 			return -1;
@@ -325,7 +379,7 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 		gw_buf_unref(b);
 	}
 	gw_backlog_resume(gw, c);
-	if (c->q_head || c->close_code)
+	if (c->q_head || c->close_code || c->probe_due)
 		lws_callback_on_writable(c->wsi);
 	return 0;
 }
@@ -338,6 +392,7 @@ void gw_conn_release(struct gw *gw, struct gw_conn *c)
 				gw->flush[i] = NULL;
 		c->flush_queued = 0;
 	}
+	gw_receipts_conn_closed(gw, c);
 	queue_free(c->q_head);
 	queue_free(c->held_head);
 	c->q_head = c->q_tail = c->held_head = c->held_tail = NULL;

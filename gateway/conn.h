@@ -40,6 +40,10 @@ void gw_conn_cut(struct gw_conn *c, int code, const char *reason);
  * (gw->flush_batching was set), straight from the loop where lws allows. */
 void gw_conn_flush_collected(struct gw *gw);
 
+/* A delivery probe is owed on c (receipts.c): write it now when nothing is queued,
+ * else behind the queue. */
+void gw_conn_send_probe(struct gw *gw, struct gw_conn *c);
+
 /* Write the next queued frame (SERVER_WRITEABLE). Returns -1 to close the socket. */
 int gw_conn_writeable(struct gw *gw, struct gw_conn *c);
 

@@ -106,6 +106,17 @@ struct gw_conn {
 	int ping_due;      /* a PING waits for SERVER_WRITEABLE */
 	int established;
 	int flush_queued; /* in gw->flush: written straight after the hand-off drain */
+	/* receipts.c: ids written to this socket whose receipts wait for the client to
+	 * answer a PING written after them (a probe): then it has read them */
+	uint64_t *unconf;
+	size_t unconf_len, unconf_cap;
+	size_t probe_covers; /* the probe on the wire confirms unconf[0..probe_covers) */
+	uint32_t probe_seq;  /* its payload */
+	int probe_waiting;   /* in gw's probe list, for GW_PROBE_DELAY_MS */
+	int probe_due;       /* a probe is owed now: written after the queue */
+	int probe_out;       /* a probe is on the wire and its PONG has not come back */
+	struct gw_conn *probe_next, *probe_prev; /* gw's probe list */
+	lws_usec_t probe_at;                     /* when its wait ends */
 
 	/* HTTP (healthz/readyz/metrics) */
 	char *http_body;
@@ -190,7 +201,9 @@ struct gw_metrics {
 	uint64_t receipts_dropped;
 	uint64_t no_responders; /* replies that said nobody was subscribed (handoff.c) */
 	uint64_t unsubs_deferred;
-	uint64_t loop_stalls; /* the lag probe ran over GW_LOOP_STALL_MS late (timer.c) */
+	uint64_t loop_stalls;      /* the lag probe ran over GW_LOOP_STALL_MS late (timer.c) */
+	uint64_t probes_sent;      /* delivery probes (PINGs) written (receipts.c) */
+	uint64_t unconfirmed_lost; /* receipts of sockets closed before their PONG */
 };
 
 struct gw_receipt {
@@ -200,7 +213,15 @@ struct gw_receipt {
 	uint64_t id;
 };
 
-#define GW_TIMER_SULS 9 /* the suls of struct gw below (8) and one to spare */
+/* Sockets waiting for their delivery probe (receipts.c), in deadline order. */
+struct gw_probe_list {
+	struct gw *gw;
+	struct gw_conn *head, *tail;
+	lws_usec_t delay;
+	lws_sorted_usec_list_t sul;
+};
+
+#define GW_TIMER_SULS 11 /* the suls of struct gw below (10) and one to spare */
 
 struct gw {
 	struct gw_config cfg;
@@ -250,6 +271,7 @@ struct gw {
 	struct gw_receipt *receipts;        /* pending delivery receipts (receipts.c) */
 	size_t receipts_len, receipts_cap;
 	int receipts_scheduled;
+	struct gw_probe_list probes[2]; /* receipts.c: chat sockets, notification sockets */
 	lws_sorted_usec_list_t receipts_sul;
 	void *ip_failures; /* tsearch tree of struct gw_ip_failures (quota.c) */
 	int64_t ip_window;

@@ -125,8 +125,8 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        gw_requests_inflight(gw), gw_bus_up(gw));
 	fprintf(f,
 	        "# HELP sb_gateway_receipts_dropped_total Delivery receipts not kept (out of "
-	        "memory, or over 65,536 held while the bus was down); those messages replay on "
-	        "the next connect.\n"
+	        "memory, over 65,536 held while the bus was down, or over 65,536 waiting for "
+	        "one socket's PONG); those messages replay on the next connect.\n"
 	        "# TYPE sb_gateway_receipts_dropped_total counter\n"
 	        "sb_gateway_receipts_dropped_total %llu\n"
 	        "# HELP sb_gateway_bus_no_responders_total Requests NATS answered with \"no "
@@ -137,12 +137,22 @@ char *gw_http_metrics(struct gw *gw, size_t *len)
 	        "while the bus was down (made once it is back).\n"
 	        "# TYPE sb_gateway_unsubscribes_deferred_total counter\n"
 	        "sb_gateway_unsubscribes_deferred_total %llu\n"
+	        "# HELP sb_gateway_delivery_probes_total PINGs written behind deliveries; "
+	        "their PONGs release the receipts.\n"
+	        "# TYPE sb_gateway_delivery_probes_total counter\n"
+	        "sb_gateway_delivery_probes_total %llu\n"
+	        "# HELP sb_gateway_receipts_unconfirmed_at_close_total Deliveries written to "
+	        "sockets that closed before the client confirmed them; they replay on its next "
+	        "connect.\n"
+	        "# TYPE sb_gateway_receipts_unconfirmed_at_close_total counter\n"
+	        "sb_gateway_receipts_unconfirmed_at_close_total %llu\n"
 	        "# HELP sb_gateway_loop_stalls_total Times the loop was busy for over 100 ms "
 	        "(logged as loop_stall).\n"
 	        "# TYPE sb_gateway_loop_stalls_total counter\n"
 	        "sb_gateway_loop_stalls_total %llu\n",
 	        (unsigned long long)m->receipts_dropped, (unsigned long long)m->no_responders,
-	        (unsigned long long)m->unsubs_deferred, (unsigned long long)m->loop_stalls);
+	        (unsigned long long)m->unsubs_deferred, (unsigned long long)m->probes_sent,
+	        (unsigned long long)m->unconfirmed_lost, (unsigned long long)m->loop_stalls);
 	size_t reg_len = 0;
 	char *reg = sb_metrics_render(&gw->reg, &reg_len);
 	if (reg)

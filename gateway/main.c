@@ -203,7 +203,8 @@ int main(int argc, char **argv)
 	    {"idle-timeout", "SB_IDLE_TIMEOUT", SB_OPT_INT, &cfg->idle_timeout_s, "75",
 	     "seconds of silence (no pong) before a client is dropped"},
 	    {"drain-timeout-ms", "SB_DRAIN_TIMEOUT_MS", SB_OPT_INT, &cfg->drain_timeout_ms, "10000",
-	     "on SIGTERM, longest wait for in-flight acknowledgements"},
+	     "on SIGTERM, longest wait for in-flight acknowledgements and for clients to "
+	     "confirm what they were sent (their PONG)"},
 	    {"reuse-port", "SB_REUSE_PORT", SB_OPT_BOOL, &cfg->reuse_port, "false",
 	     "share --listen with other gateway processes on this host (SO_REUSEPORT: the "
 	     "kernel spreads new connections over them); plain text only"},
@@ -277,6 +278,7 @@ int main(int argc, char **argv)
 	snprintf(gw->inbox_prefix, sizeof gw->inbox_prefix, "_INBOX.%s.", gw->instance);
 
 	gw_http_metrics_init(gw);
+	gw_receipts_init(gw);
 	sb_signal_block();
 	lws_set_log_level(getenv("SB_LWS_DEBUG") ? LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO
 	                                         : LLL_ERR,

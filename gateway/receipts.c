@@ -9,8 +9,10 @@
 #include "receipts.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "busloop.h"
+#include "conn.h"
 #include "sb_log.h"
 #include "sb_subjects.h"
 #include "sb_util.h"
@@ -152,9 +154,166 @@ void gw_receipts_add(struct gw *gw, enum gw_kind kind, uint64_t user_id, uint64_
 	}
 }
 
+/* Receipts one socket may hold for its probe; beyond, a client that reads but never
+ * answers PINGs gets those messages again on its next connect. */
+#define UNCONF_MAX 65536
+
+static void on_probe_timer(lws_sorted_usec_list_t *sul);
+
+void gw_receipts_init(struct gw *gw)
+{
+	for (int i = 0; i < 2; i++)
+		gw->probes[i] = (struct gw_probe_list){
+		    .gw = gw,
+		    .delay =
+		        (i ? GW_PROBE_DELAY_NOTIFY_MS : GW_PROBE_DELAY_CHAT_MS) * LWS_US_PER_MS};
+}
+
+static struct gw_probe_list *list_of(struct gw *gw, const struct gw_conn *c)
+{
+	return &gw->probes[c->kind == GW_NOTIFY];
+}
+
+static void probe_unlink(struct gw *gw, struct gw_conn *c)
+{
+	struct gw_probe_list *l = list_of(gw, c);
+	if (c->probe_prev)
+		c->probe_prev->probe_next = c->probe_next;
+	else
+		l->head = c->probe_next;
+	if (c->probe_next)
+		c->probe_next->probe_prev = c->probe_prev;
+	else
+		l->tail = c->probe_prev;
+	c->probe_next = c->probe_prev = NULL;
+	c->probe_waiting = 0;
+}
+
+/* c has receipts waiting and no probe owed or out: probe it after its list's delay.
+ * Every wait in a list is as long, so the list stays in deadline order. */
+static void probe_later(struct gw *gw, struct gw_conn *c)
+{
+	if (c->probe_waiting || c->probe_due || c->probe_out || !c->unconf_len)
+		return;
+	struct gw_probe_list *l = list_of(gw, c);
+	c->probe_waiting = 1;
+	c->probe_at = lws_now_usecs() + l->delay;
+	c->probe_next = NULL;
+	c->probe_prev = l->tail;
+	if (l->tail)
+		l->tail->probe_next = c;
+	else
+		l->head = c;
+	l->tail = c;
+	if (l->head == c)
+		gw_timer_schedule(gw, &l->sul, on_probe_timer, l->delay);
+}
+
+static void on_probe_timer(lws_sorted_usec_list_t *sul)
+{
+	struct gw_probe_list *l = lws_container_of(sul, struct gw_probe_list, sul);
+	lws_usec_t now = lws_now_usecs();
+	struct gw_conn *c;
+	while ((c = l->head) && c->probe_at <= now) {
+		probe_unlink(l->gw, c);
+		c->probe_due = 1;
+		gw_conn_send_probe(l->gw, c);
+	}
+	if (c)
+		gw_timer_schedule(l->gw, &l->sul, on_probe_timer, c->probe_at - now);
+}
+
+void gw_receipts_written(struct gw *gw, struct gw_conn *c, uint64_t id)
+{
+	if (c->unconf_len == c->unconf_cap) {
+		size_t cap = c->unconf_cap ? c->unconf_cap * 2 : 16;
+		uint64_t *grown =
+		    cap <= UNCONF_MAX ? realloc(c->unconf, cap * sizeof *grown) : NULL;
+		if (!grown) {
+			gw->m.receipts_dropped++;
+			return;
+		}
+		c->unconf = grown;
+		c->unconf_cap = cap;
+	}
+	c->unconf[c->unconf_len++] = id;
+	probe_later(gw, c);
+}
+
+/* The next probe's payload, "sr" and its sequence number, into p[0..6). */
+static void probe_payload(struct gw *gw, struct gw_conn *c, unsigned char *p)
+{
+	c->probe_seq++;
+	c->probe_out = 1;
+	c->probe_due = 0;
+	gw->m.probes_sent++;
+	p[0] = 's';
+	p[1] = 'r';
+	for (int i = 0; i < 4; i++)
+		p[2 + i] = (unsigned char)(c->probe_seq >> (24 - 8 * i));
+}
+
+size_t gw_receipts_probe_append(struct gw *gw, struct gw_conn *c, unsigned char *out)
+{
+	if (!c->probe_due || c->probe_out || c->q_head)
+		return 0;
+	out[0] = 0x89; /* FIN, PING, unmasked */
+	out[1] = 6;
+	probe_payload(gw, c, out + 2);
+	return GW_PROBE_FRAME_BYTES;
+}
+
+void gw_receipts_probe_sent(struct gw_conn *c)
+{
+	c->probe_covers = c->unconf_len;
+}
+
+int gw_receipts_write_probe(struct gw *gw, struct gw_conn *c)
+{
+	if (!c->probe_due || c->probe_out || c->q_head)
+		return 0;
+	unsigned char buf[LWS_PRE + 6];
+	probe_payload(gw, c, buf + LWS_PRE);
+	c->probe_covers = c->unconf_len;
+	if (lws_write(c->wsi, buf + LWS_PRE, 6, LWS_WRITE_PING) < 6)
+		return -1;
+	return 1;
+}
+
+void gw_receipts_on_pong(struct gw *gw, struct gw_conn *c, const void *in, size_t len)
+{
+	const unsigned char *p = in;
+	if (!c->probe_out || len != 6 || p[0] != 's' || p[1] != 'r')
+		return; /* a keepalive PONG, or not ours */
+	uint32_t seq = (uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5];
+	if (seq != c->probe_seq)
+		return;
+	size_t n = c->probe_covers;
+	for (size_t i = 0; i < n; i++)
+		gw_receipts_add(gw, c->kind, c->user_id, c->unconf[i]);
+	memmove(c->unconf, c->unconf + n, (c->unconf_len - n) * sizeof *c->unconf);
+	c->unconf_len -= n;
+	c->probe_covers = 0;
+	c->probe_out = 0;
+	probe_later(gw, c);
+}
+
+void gw_receipts_conn_closed(struct gw *gw, struct gw_conn *c)
+{
+	if (c->probe_waiting)
+		probe_unlink(gw, c);
+	gw->m.unconfirmed_lost += c->unconf_len;
+	free(c->unconf);
+	c->unconf = NULL;
+	c->unconf_len = c->unconf_cap = c->probe_covers = 0;
+	c->probe_out = c->probe_due = 0;
+}
+
 void gw_receipts_destroy(struct gw *gw)
 {
 	lws_sul_cancel(&gw->receipts_sul);
+	for (int i = 0; i < 2; i++)
+		lws_sul_cancel(&gw->probes[i].sul);
 	if (gw->receipts_len)
 		SB_WARN("receipts_unsent",
 		        "receipts=%zu msg=\"the bus was down at exit; those "

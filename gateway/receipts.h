@@ -1,8 +1,22 @@
 /*
- * receipts: delivery receipts (chat.delivered.<p>, notify.delivered), batched. Each
- * frame written to a socket adds (kind, user, id); a short timer publishes one
- * Delivered per (kind, user) so a burst of writes costs a few bus messages, not one
- * each. A receipt lost in a crash only means a replay the socket dedups. Loop thread.
+ * receipts: delivery receipts (chat.delivered.<p>, notify.delivered), batched.
+ *
+ * A frame handed to the kernel is not yet read: a client that vanishes (a phone out
+ * of coverage, a reset connection) loses what sat in the socket buffers, and a
+ * receipt sent then would take those messages out of its backlog for good. So a
+ * socket's receipts wait until the client answers a PING written after the frames (a
+ * probe, "sr" and a sequence number): RFC 6455 clients, browsers included, answer
+ * PINGs in order, after reading what came before. A probe goes out a delay after the
+ * first frame it covers (GW_PROBE_DELAY_CHAT_MS, GW_PROBE_DELAY_NOTIFY_MS), behind
+ * whatever the socket has been sent by then, and one probe at most is on the wire per
+ * socket: a busy socket costs a PING and a PONG per delay, not per message. The longer
+ * delay of notification sockets keeps a broadcast's PONGs (one per socket) from
+ * competing with the broadcast itself. A socket that closes before its PONG leaves
+ * those messages undelivered: they replay on its user's next connect.
+ *
+ * Confirmed receipts go into one list that a short timer publishes as one Delivered
+ * per (kind, user), so a burst costs a few bus messages, not one each. A receipt lost
+ * in a crash only means a replay. Loop thread.
  */
 #ifndef GW_RECEIPTS_H
 #define GW_RECEIPTS_H
@@ -10,6 +24,34 @@
 #include "gw.h"
 
 void gw_receipts_add(struct gw *gw, enum gw_kind kind, uint64_t user_id, uint64_t id);
+
+/* A frame carrying message or notification `id` went to the kernel for c: its receipt
+ * waits for a probe. */
+void gw_receipts_written(struct gw *gw, struct gw_conn *c, uint64_t id);
+
+#define GW_PROBE_DELAY_CHAT_MS   100
+#define GW_PROBE_DELAY_NOTIFY_MS 250
+#define GW_PROBE_FRAME_BYTES     8
+
+/* Before the first delivery (the probe lists). */
+void gw_receipts_init(struct gw *gw);
+/* Writing raw bytes to c at out: when a probe is owed and c's queue is empty, put one
+ * there (GW_PROBE_FRAME_BYTES) and return its length, else 0. After a non-zero return
+ * the caller settles the frames written before it (gw_receipts_written), then calls
+ * gw_receipts_probe_sent. */
+size_t gw_receipts_probe_append(struct gw *gw, struct gw_conn *c, unsigned char *out);
+void gw_receipts_probe_sent(struct gw_conn *c);
+
+/* SERVER_WRITEABLE with c's queue empty: write the probe owed, if any. Returns 1 when
+ * it wrote one, 0 when none was owed, -1 on error. */
+int gw_receipts_write_probe(struct gw *gw, struct gw_conn *c);
+
+/* A PONG came on c (payload in[0..len)). */
+void gw_receipts_on_pong(struct gw *gw, struct gw_conn *c, const void *in, size_t len);
+
+/* c is closing: receipts still waiting for their probe are dropped (those messages
+ * stay in the backlog and replay on the next connect). */
+void gw_receipts_conn_closed(struct gw *gw, struct gw_conn *c);
 
 /* Publish everything pending now (also called at shutdown). */
 void gw_receipts_flush(struct gw *gw);

@@ -22,6 +22,7 @@
 #include "sb_log.h"
 #include "sb_util.h"
 #include "users.h"
+#include "receipts.h"
 #include "timer.h"
 
 static struct gw *gw_of(struct lws *wsi)
@@ -33,7 +34,9 @@ static void close_if_idle(struct gw *gw, struct gw_conn *c, void *arg)
 {
 	(void)gw;
 	(void)arg;
-	if (c->inflight_sends == 0)
+	/* and once the client has confirmed what it was sent, or those messages would
+	 * replay on its next connect */
+	if (c->inflight_sends == 0 && c->unconf_len == 0)
 		gw_conn_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
 }
 
@@ -310,6 +313,7 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 		return on_receive(gw, wsi, c, in, len);
 	case LWS_CALLBACK_RECEIVE_PONG:
 		gw_keepalive_heard(c);
+		gw_receipts_on_pong(gw, c, in, len);
 		break;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return gw_conn_writeable(gw, c);

@@ -5,10 +5,17 @@ duplicates. Every test uses fresh users so inboxes start empty.
 """
 
 import asyncio
+import os
+import socket
+import sqlite3
+import struct
+import time
+
+import faultlib
 
 from natsproto import (Nats, decode_delivered_batch, envelope_delivered,
                        envelope_delivered_batch)
-from sb import Clients, check_timestamp, is_pos_int, run
+from sb import Clients, RawWS, check_timestamp, is_pos_int, run
 
 
 def chat_ids(frames):
@@ -102,6 +109,72 @@ def test_quick_reconnect_after_backlog_is_not_replayed(cluster):
                 assert replay == [], \
                     f"round {round}: a reconnect 0.3 s after the backlog got it again: {replay}"
                 await again.close()
+    run(go())
+
+
+def _all_delivered(cluster, ids):
+    db = os.path.join(cluster.dir, "chat", "chat-0.db")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        marks = ",".join("?" * len(ids))
+        return con.execute(f"SELECT count(*) FROM messages WHERE delivered = 1 AND seq IN "
+                           f"({marks})", ids).fetchone()[0] == len(ids)
+    finally:
+        con.close()
+
+
+def test_deliveries_a_vanished_client_never_read_replay_on_its_next_connect(cluster):
+    """A frame handed to the kernel is not a frame read. Bob's socket neither reads nor
+    answers PINGs (a phone gone out of coverage); Alice's five messages are written to
+    it and acknowledged to her, then Bob's connection is reset with them unread. Their
+    receipts waited for Bob to answer a PING written after them, so the messages are
+    still in his backlog: his next socket gets all five, in order, and the gateway
+    counts them in sb_gateway_receipts_unconfirmed_at_close_total. That socket answers
+    PINGs, so it confirms them: they are marked delivered and a third socket gets
+    nothing again."""
+    a, b = cluster.new_users(2, "Vanish")
+    lost = "sb_gateway_receipts_unconfirmed_at_close_total"
+    before = faultlib.metrics(cluster.port)[lost]
+    raw = RawWS(cluster.port, f"/ws/chat/?token={b.token}")
+    assert raw.status == 101
+
+    def unread_frames(want, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            raw.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                seen = raw.sock.recv(1 << 20, socket.MSG_PEEK)
+            except socket.timeout:
+                seen = b""
+            if seen.count(b'"chat_message"') >= want:
+                return True
+            time.sleep(0.05)
+        return False
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            ids = [(await wa.send_ok(b.id, f"unread {i}"))["id"] for i in range(5)]
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, unread_frames, 5, 5.0), (
+                "the five messages never reached Bob's socket buffer")
+            await asyncio.sleep(0.5)   # receipts leave 5 ms after a confirmation
+            raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.sock.close()           # RST: what was unread is gone
+            await asyncio.sleep(0.3)
+            wb = await cs.connect(cluster.url("chat", b.token), "b again")
+            got = await wait_count(wb, "chat_message", 5, timeout=5)
+            assert chat_ids(got) == ids, (
+                f"Bob's next socket got {chat_ids(got)} of {ids}: messages his vanished "
+                f"socket never read were taken out of his backlog")
+            assert faultlib.metrics(cluster.port)[lost] >= before + 5
+            deadline = loop.time() + 5
+            while not await loop.run_in_executor(None, _all_delivered, cluster, ids):
+                assert loop.time() < deadline, "a socket that answers PINGs did not confirm"
+                await asyncio.sleep(0.05)
+            await wb.close()
+            third = await cs.connect(cluster.url("chat", b.token), "b third")
+            assert await third.collect(0.5, "chat_message") == []
     run(go())
 
 

@@ -42,6 +42,8 @@ void lg_run_set_phase(struct lg_run *run, int phase)
 	atomic_store(&run->sh->phase, phase);
 }
 
+#define LINGER_NS 500000000LL /* after the run, before the sockets close */
+
 static int all_ready(struct lg_run *run)
 {
 	for (int i = 0; i < run->nworkers; i++)
@@ -307,6 +309,13 @@ int lg_run_execute(struct lg_run *run)
 		run->t_run_ns = run->t_connected_ns;
 	if (!run->t_stop_ns)
 		run->t_stop_ns = lg_now_ns();
+	/* Keep the sockets open a moment, as a client that stays does: a server that waits
+	 * for the PONG to a PING behind what it delivered before it counts that as read
+	 * (Switchboard's gateway does) gets its answers, and the next run on these users is
+	 * not replayed this one's last deliveries. */
+	int64_t linger = lg_now_ns() + LINGER_NS;
+	if (r > 0 && !run->failed && linger < run->deadline_ns)
+		lg_run_wait(run, linger, NULL);
 	lg_run_set_phase(run, LG_PHASE_END);
 	/* one last sample with the final counts */
 	sample(run, lg_now_ns());
