@@ -250,7 +250,7 @@ static void settle_probed(struct gw *gw, struct gw_conn *c, struct gw_buf **sent
 {
 	settle(gw, c, sent, n, ok);
 	if (probed)
-		gw_receipts_probe_sent(c);
+		gw_receipts_probe_sent(gw, c);
 }
 
 static int write_batch(struct gw *gw, struct gw_conn *c)
@@ -314,7 +314,7 @@ void gw_conn_send_probe(struct gw *gw, struct gw_conn *c)
 	size_t n = gw_receipts_probe_append(gw, c, f + LWS_PRE);
 	if (!n)
 		return;
-	gw_receipts_probe_sent(c);
+	gw_receipts_probe_sent(gw, c);
 	ssize_t w =
 	    send((int)lws_get_socket_fd(c->wsi), f + LWS_PRE, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -349,7 +349,7 @@ int gw_conn_writeable(struct gw *gw, struct gw_conn *c)
 	}
 	int pinged = gw_keepalive_write_ping(c);
 	if (pinged != 0) {
-		if (pinged > 0 && (c->q_head || c->close_code))
+		if (pinged > 0 && (c->q_head || c->close_code || c->probe_due))
 			lws_callback_on_writable(c->wsi);
 		return pinged < 0 ? -1 : 0;
 	}

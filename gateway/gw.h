@@ -112,10 +112,13 @@ struct gw_conn {
 	size_t unconf_len, unconf_cap;
 	size_t probe_covers; /* the probe on the wire confirms unconf[0..probe_covers) */
 	uint32_t probe_seq;  /* its payload */
-	int probe_waiting;   /* in gw's probe list, for GW_PROBE_DELAY_MS */
+	uint32_t prev_seq;   /* a probe re-sent after GW_PROBE_RETRY_MS: the one before */
+	size_t prev_covers;  /* and what that one confirms, should its PONG still come */
+	int probe_waiting;   /* in gw->probes[probe_list] */
+	int probe_list;      /* GW_PROBES_CHAT, _NOTIFY: the delay; _RETRY: a probe is out */
 	int probe_due;       /* a probe is owed now: written after the queue */
 	int probe_out;       /* a probe is on the wire and its PONG has not come back */
-	struct gw_conn *probe_next, *probe_prev; /* gw's probe list */
+	struct gw_conn *probe_next, *probe_prev; /* that list */
 	lws_usec_t probe_at;                     /* when its wait ends */
 
 	/* HTTP (healthz/readyz/metrics) */
@@ -221,7 +224,9 @@ struct gw_probe_list {
 	lws_sorted_usec_list_t sul;
 };
 
-#define GW_TIMER_SULS 11 /* the suls of struct gw below (10) and one to spare */
+enum gw_probe_list_id { GW_PROBES_CHAT, GW_PROBES_NOTIFY, GW_PROBES_RETRY };
+
+#define GW_TIMER_SULS 12 /* the suls of struct gw below (11) and one to spare */
 
 struct gw {
 	struct gw_config cfg;
@@ -271,7 +276,7 @@ struct gw {
 	struct gw_receipt *receipts;        /* pending delivery receipts (receipts.c) */
 	size_t receipts_len, receipts_cap;
 	int receipts_scheduled;
-	struct gw_probe_list probes[2]; /* receipts.c: chat sockets, notification sockets */
+	struct gw_probe_list probes[3]; /* receipts.c: by enum gw_probe_list_id */
 	lws_sorted_usec_list_t receipts_sul;
 	void *ip_failures; /* tsearch tree of struct gw_ip_failures (quota.c) */
 	int64_t ip_window;

@@ -374,6 +374,7 @@ int main(int argc, char **argv)
 	gw_requests_destroy_all(gw);
 	gw_keepalive_stop(gw);
 	gw_timer_lag_stop(gw);
+	gw_receipts_stop(gw);
 	gw_preauth_destroy(gw);
 	gw_timer_destroy(gw);
 	lws_context_destroy(gw->ctx);

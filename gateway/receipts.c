@@ -162,21 +162,27 @@ static void on_probe_timer(lws_sorted_usec_list_t *sul);
 
 void gw_receipts_init(struct gw *gw)
 {
-	for (int i = 0; i < 2; i++)
+	static const int delay_ms[] = {[GW_PROBES_CHAT] = GW_PROBE_DELAY_CHAT_MS,
+	                               [GW_PROBES_NOTIFY] = GW_PROBE_DELAY_NOTIFY_MS,
+	                               [GW_PROBES_RETRY] = GW_PROBE_RETRY_MS};
+	for (int i = 0; i < 3; i++)
 		gw->probes[i] = (struct gw_probe_list){
-		    .gw = gw,
-		    .delay =
-		        (i ? GW_PROBE_DELAY_NOTIFY_MS : GW_PROBE_DELAY_CHAT_MS) * LWS_US_PER_MS};
+		    .gw = gw, .delay = (lws_usec_t)delay_ms[i] * LWS_US_PER_MS};
 }
 
-static struct gw_probe_list *list_of(struct gw *gw, const struct gw_conn *c)
+void gw_receipts_stop(struct gw *gw)
 {
-	return &gw->probes[c->kind == GW_NOTIFY];
+	lws_sul_cancel(&gw->receipts_sul);
+	gw->receipts_scheduled = 0;
+	for (int i = 0; i < 3; i++)
+		lws_sul_cancel(&gw->probes[i].sul);
 }
 
 static void probe_unlink(struct gw *gw, struct gw_conn *c)
 {
-	struct gw_probe_list *l = list_of(gw, c);
+	if (!c->probe_waiting)
+		return;
+	struct gw_probe_list *l = &gw->probes[c->probe_list];
 	if (c->probe_prev)
 		c->probe_prev->probe_next = c->probe_next;
 	else
@@ -189,14 +195,14 @@ static void probe_unlink(struct gw *gw, struct gw_conn *c)
 	c->probe_waiting = 0;
 }
 
-/* c has receipts waiting and no probe owed or out: probe it after its list's delay.
- * Every wait in a list is as long, so the list stays in deadline order. */
-static void probe_later(struct gw *gw, struct gw_conn *c)
+/* Put c at the end of list `id`: its wait ends a delay from now. Every wait in a list
+ * is as long, so the list stays in deadline order. */
+static void probe_enlist(struct gw *gw, struct gw_conn *c, int id)
 {
-	if (c->probe_waiting || c->probe_due || c->probe_out || !c->unconf_len)
-		return;
-	struct gw_probe_list *l = list_of(gw, c);
+	probe_unlink(gw, c);
+	struct gw_probe_list *l = &gw->probes[id];
 	c->probe_waiting = 1;
+	c->probe_list = id;
 	c->probe_at = lws_now_usecs() + l->delay;
 	c->probe_next = NULL;
 	c->probe_prev = l->tail;
@@ -209,6 +215,14 @@ static void probe_later(struct gw *gw, struct gw_conn *c)
 		gw_timer_schedule(gw, &l->sul, on_probe_timer, l->delay);
 }
 
+/* c has receipts waiting and no probe owed or out: probe it after its kind's delay. */
+static void probe_later(struct gw *gw, struct gw_conn *c)
+{
+	if (c->probe_waiting || c->probe_due || c->probe_out || !c->unconf_len)
+		return;
+	probe_enlist(gw, c, c->kind == GW_NOTIFY ? GW_PROBES_NOTIFY : GW_PROBES_CHAT);
+}
+
 static void on_probe_timer(lws_sorted_usec_list_t *sul)
 {
 	struct gw_probe_list *l = lws_container_of(sul, struct gw_probe_list, sul);
@@ -216,11 +230,26 @@ static void on_probe_timer(lws_sorted_usec_list_t *sul)
 	struct gw_conn *c;
 	while ((c = l->head) && c->probe_at <= now) {
 		probe_unlink(l->gw, c);
+		if (c->probe_out) {
+			/* no PONG in GW_PROBE_RETRY_MS: ask again, and still take the old one */
+			c->prev_seq = c->probe_seq;
+			c->prev_covers = c->probe_covers;
+			c->probe_out = 0;
+		}
 		c->probe_due = 1;
 		gw_conn_send_probe(l->gw, c);
 	}
 	if (c)
 		gw_timer_schedule(l->gw, &l->sul, on_probe_timer, c->probe_at - now);
+}
+
+void gw_receipts_probe_now(struct gw *gw, struct gw_conn *c)
+{
+	if (!c->probe_waiting || c->probe_list == GW_PROBES_RETRY)
+		return;
+	probe_unlink(gw, c);
+	c->probe_due = 1;
+	gw_conn_send_probe(gw, c);
 }
 
 void gw_receipts_written(struct gw *gw, struct gw_conn *c, uint64_t id)
@@ -263,9 +292,17 @@ size_t gw_receipts_probe_append(struct gw *gw, struct gw_conn *c, unsigned char 
 	return GW_PROBE_FRAME_BYTES;
 }
 
-void gw_receipts_probe_sent(struct gw_conn *c)
+/* The probe just written covers everything written before it; if no PONG comes, it
+ * is asked again. */
+static void probe_written(struct gw *gw, struct gw_conn *c)
 {
 	c->probe_covers = c->unconf_len;
+	probe_enlist(gw, c, GW_PROBES_RETRY);
+}
+
+void gw_receipts_probe_sent(struct gw *gw, struct gw_conn *c)
+{
+	probe_written(gw, c);
 }
 
 int gw_receipts_write_probe(struct gw *gw, struct gw_conn *c)
@@ -274,46 +311,57 @@ int gw_receipts_write_probe(struct gw *gw, struct gw_conn *c)
 		return 0;
 	unsigned char buf[LWS_PRE + 6];
 	probe_payload(gw, c, buf + LWS_PRE);
-	c->probe_covers = c->unconf_len;
+	probe_written(gw, c);
 	if (lws_write(c->wsi, buf + LWS_PRE, 6, LWS_WRITE_PING) < 6)
 		return -1;
 	return 1;
 }
 
-void gw_receipts_on_pong(struct gw *gw, struct gw_conn *c, const void *in, size_t len)
+/* The client has read everything before the probe that confirmed unconf[0..n). */
+static void confirm(struct gw *gw, struct gw_conn *c, size_t n)
 {
-	const unsigned char *p = in;
-	if (!c->probe_out || len != 6 || p[0] != 's' || p[1] != 'r')
-		return; /* a keepalive PONG, or not ours */
-	uint32_t seq = (uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5];
-	if (seq != c->probe_seq)
-		return;
-	size_t n = c->probe_covers;
 	for (size_t i = 0; i < n; i++)
 		gw_receipts_add(gw, c->kind, c->user_id, c->unconf[i]);
 	memmove(c->unconf, c->unconf + n, (c->unconf_len - n) * sizeof *c->unconf);
 	c->unconf_len -= n;
-	c->probe_covers = 0;
-	c->probe_out = 0;
-	probe_later(gw, c);
+}
+
+void gw_receipts_on_pong(struct gw *gw, struct gw_conn *c, const void *in, size_t len)
+{
+	const unsigned char *p = in;
+	if (len != 6 || p[0] != 's' || p[1] != 'r')
+		return; /* a keepalive PONG, or not ours */
+	uint32_t seq = (uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5];
+	if (c->probe_out && seq == c->probe_seq) {
+		confirm(gw, c, c->probe_covers);
+		c->probe_covers = c->prev_covers = 0;
+		c->prev_seq = 0;
+		c->probe_out = 0;
+		probe_unlink(gw, c); /* from the retry list */
+		probe_later(gw, c);
+	} else if (c->prev_seq && seq == c->prev_seq) {
+		/* the PONG to a probe asked again: what it covered, the newer one covers too */
+		confirm(gw, c, c->prev_covers);
+		if (c->probe_out)
+			c->probe_covers -= c->prev_covers;
+		c->prev_covers = 0;
+		c->prev_seq = 0;
+	}
 }
 
 void gw_receipts_conn_closed(struct gw *gw, struct gw_conn *c)
 {
-	if (c->probe_waiting)
-		probe_unlink(gw, c);
+	probe_unlink(gw, c);
 	gw->m.unconfirmed_lost += c->unconf_len;
 	free(c->unconf);
 	c->unconf = NULL;
-	c->unconf_len = c->unconf_cap = c->probe_covers = 0;
+	c->unconf_len = c->unconf_cap = c->probe_covers = c->prev_covers = 0;
 	c->probe_out = c->probe_due = 0;
+	c->prev_seq = 0;
 }
 
 void gw_receipts_destroy(struct gw *gw)
 {
-	lws_sul_cancel(&gw->receipts_sul);
-	for (int i = 0; i < 2; i++)
-		lws_sul_cancel(&gw->probes[i].sul);
 	if (gw->receipts_len)
 		SB_WARN("receipts_unsent",
 		        "receipts=%zu msg=\"the bus was down at exit; those "

@@ -31,7 +31,11 @@ void gw_receipts_written(struct gw *gw, struct gw_conn *c, uint64_t id);
 
 #define GW_PROBE_DELAY_CHAT_MS   100
 #define GW_PROBE_DELAY_NOTIFY_MS 250
-#define GW_PROBE_FRAME_BYTES     8
+/* A probe whose PONG has not come back by then is sent again (a client may answer only
+ * the last of several PINGs: lws' client drops one while its PONG is pending); a PONG to
+ * either still counts. */
+#define GW_PROBE_RETRY_MS    5000
+#define GW_PROBE_FRAME_BYTES 8
 
 /* Before the first delivery (the probe lists). */
 void gw_receipts_init(struct gw *gw);
@@ -40,11 +44,17 @@ void gw_receipts_init(struct gw *gw);
  * the caller settles the frames written before it (gw_receipts_written), then calls
  * gw_receipts_probe_sent. */
 size_t gw_receipts_probe_append(struct gw *gw, struct gw_conn *c, unsigned char *out);
-void gw_receipts_probe_sent(struct gw_conn *c);
+void gw_receipts_probe_sent(struct gw *gw, struct gw_conn *c);
 
 /* SERVER_WRITEABLE with c's queue empty: write the probe owed, if any. Returns 1 when
  * it wrote one, 0 when none was owed, -1 on error. */
 int gw_receipts_write_probe(struct gw *gw, struct gw_conn *c);
+
+/* The gateway is draining: probe c now rather than after the delay. */
+void gw_receipts_probe_now(struct gw *gw, struct gw_conn *c);
+
+/* Before lws_context_destroy: the timers go (lws frees their list with the context). */
+void gw_receipts_stop(struct gw *gw);
 
 /* A PONG came on c (payload in[0..len)). */
 void gw_receipts_on_pong(struct gw *gw, struct gw_conn *c, const void *in, size_t len);

@@ -32,8 +32,8 @@ static struct gw *gw_of(struct lws *wsi)
 
 static void close_if_idle(struct gw *gw, struct gw_conn *c, void *arg)
 {
-	(void)gw;
 	(void)arg;
+	gw_receipts_probe_now(gw, c);
 	/* and once the client has confirmed what it was sent, or those messages would
 	 * replay on its next connect */
 	if (c->inflight_sends == 0 && c->unconf_len == 0)

@@ -178,6 +178,54 @@ def test_deliveries_a_vanished_client_never_read_replay_on_its_next_connect(clus
     run(go())
 
 
+def test_a_probe_the_client_did_not_answer_is_asked_again(cluster):
+    """A client may answer only the last of several PINGs (lws' own client drops a PING
+    while its PONG is pending). Bob reads Alice's three messages and ignores the PING
+    behind them: they stay unconfirmed (not marked delivered), and about five seconds
+    later the gateway asks again; Bob answers that one, and they are marked delivered."""
+    a, b = cluster.new_users(2, "Deaf")
+    raw = RawWS(cluster.port, f"/ws/chat/?token={b.token}")
+    assert raw.status == 101
+
+    def next_probe(timeout):
+        """Read until a delivery probe (a PING with an "sr" payload); answers nothing."""
+        deadline = time.monotonic() + timeout
+        chats = 0
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no probe within {timeout} s ({chats} chat frames meanwhile)"
+            raw.sock.settimeout(left)
+            fr = raw.recv_frame()
+            assert fr is not None, "closed by the gateway"
+            op, payload = fr
+            if op == 0x1 and b'"chat_message"' in payload:
+                chats += 1
+            if op == 0x9 and payload[:2] == b"sr":
+                return payload, chats, time.monotonic()
+
+    async def go():
+        async with Clients() as cs:
+            wa = await cs.connect(cluster.url("chat", a.token), "a")
+            ids = [(await wa.send_ok(b.id, f"deaf {i}"))["id"] for i in range(3)]
+            return ids
+
+    try:
+        ids = run(go())
+        first, chats, t1 = next_probe(5)
+        assert chats == 3, f"the probe came after {chats} of the 3 messages"
+        time.sleep(1.0)
+        assert not _all_delivered(cluster, ids), "marked delivered without a PONG"
+        second, _, t2 = next_probe(10)
+        assert second != first and 4.0 <= t2 - t1 <= 8.0, (first, second, t2 - t1)
+        raw.send_frame(0xA, second)
+        deadline = time.monotonic() + 5
+        while not _all_delivered(cluster, ids):
+            assert time.monotonic() < deadline, "the PONG to the second probe confirmed nothing"
+            time.sleep(0.05)
+    finally:
+        raw.close()
+
+
 def test_receipts_leave_batched_and_every_version_is_applied(cluster):
     """The gateway reports what it wrote to several receivers in one DeliveredBatch on
     chat.delivered.0; chat-svc applies such batches and the single-user Delivered of
