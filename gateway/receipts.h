@@ -9,9 +9,11 @@
  * PINGs in order, after reading what came before. A probe goes out a delay after the
  * first frame it covers (GW_PROBE_DELAY_CHAT_MS, GW_PROBE_DELAY_NOTIFY_MS), behind
  * whatever the socket has been sent by then, and one probe at most is on the wire per
- * socket: a busy socket costs a PING and a PONG per delay, not per message. The longer
- * delay of notification sockets keeps a broadcast's PONGs (one per socket) from
- * competing with the broadcast itself. A socket that closes before its PONG leaves
+ * socket: a busy socket costs a PING and a PONG per delay, not per message.
+ * Notification sockets wait longer: a broadcast costs one PONG per socket (about 13 us
+ * of a gateway's CPU each, and as much again in the client), so a 5 s wait lets the
+ * broadcasts of those 5 s share one and keeps the PONGs out of a broadcast's way; the
+ * price is that a client reconnecting within 5 s of a notification may get it again. A socket that closes before its PONG leaves
  * those messages undelivered: they replay on its user's next connect.
  *
  * Confirmed receipts go into one list that a short timer publishes as one Delivered
@@ -30,7 +32,7 @@ void gw_receipts_add(struct gw *gw, enum gw_kind kind, uint64_t user_id, uint64_
 void gw_receipts_written(struct gw *gw, struct gw_conn *c, uint64_t id);
 
 #define GW_PROBE_DELAY_CHAT_MS   100
-#define GW_PROBE_DELAY_NOTIFY_MS 250
+#define GW_PROBE_DELAY_NOTIFY_MS 5000
 /* A probe whose PONG has not come back by then is sent again (a client may answer only
  * the last of several PINGs: lws' client drops one while its PONG is pending); a PONG to
  * either still counts. */

@@ -24,6 +24,9 @@ from sb import Clients, check_timestamp, is_pos_int, run
 
 READONLY = "notification sockets do not accept messages"
 QUIET = 0.8           # seconds we listen to be sure nothing (more) arrives
+# A notification socket confirms what it was sent 5 s later (the PONG to a PING the
+# gateway writes behind it, GW_PROBE_DELAY_NOTIFY_MS); only then is it receipted.
+CONFIRMED = 5.8
 OUTCOME_TIMEOUT = 8.0
 KILL_WINDOW = 10.0    # seconds after a restart by which a killed burst must be through
 
@@ -259,7 +262,7 @@ def test_receipts_of_a_broadcast_leave_as_a_batch(cluster, nc):
                 len(users))
             got = [await w.next("notify", timeout=5) for w in ws]
             assert sorted(f["id"] for f in got) == sorted(ids)
-            await asyncio.sleep(QUIET)
+            await asyncio.sleep(CONFIRMED)
             msgs = receipts.take_all()
             receipts.unsubscribe()
             sent = faultlib.metrics(cluster.port)[key] - before
@@ -333,7 +336,7 @@ def test_offline_backlog_once(cluster, nc):
             w1 = await notify_socket(cs, cluster, x, "x#1")
             f = await w1.next("notify", timeout=5)
             check_notify(f, "Missed", "while offline", "alert", id=nid)
-            rest = await w1.collect(1.0)
+            rest = await w1.collect(CONFIRMED)
             assert rest == [], f"backlog replay: expected exactly one notify, also got {rest}"
             await w1.close()
 
