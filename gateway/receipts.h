@@ -13,8 +13,9 @@
  * Notification sockets wait longer: a broadcast costs one PONG per socket (about 13 us
  * of a gateway's CPU each, and as much again in the client), so a 5 s wait lets the
  * broadcasts of those 5 s share one and keeps the PONGs out of a broadcast's way; the
- * price is that a client reconnecting within 5 s of a notification may get it again. A socket that closes before its PONG leaves
- * those messages undelivered: they replay on its user's next connect.
+ * price is that a client reconnecting within 5 s of a notification may get it again.
+ * A socket that closes before its PONG leaves those messages undelivered: they replay
+ * on its user's next connect.
  *
  * Confirmed receipts go into one list that a short timer publishes as one Delivered
  * per (kind, user), so a burst costs a few bus messages, not one each. A receipt lost
