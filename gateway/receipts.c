@@ -294,15 +294,10 @@ size_t gw_receipts_probe_append(struct gw *gw, struct gw_conn *c, unsigned char 
 
 /* The probe just written covers everything written before it; if no PONG comes, it
  * is asked again. */
-static void probe_written(struct gw *gw, struct gw_conn *c)
+void gw_receipts_probe_sent(struct gw *gw, struct gw_conn *c)
 {
 	c->probe_covers = c->unconf_len;
 	probe_enlist(gw, c, GW_PROBES_RETRY);
-}
-
-void gw_receipts_probe_sent(struct gw *gw, struct gw_conn *c)
-{
-	probe_written(gw, c);
 }
 
 int gw_receipts_write_probe(struct gw *gw, struct gw_conn *c)
@@ -311,7 +306,7 @@ int gw_receipts_write_probe(struct gw *gw, struct gw_conn *c)
 		return 0;
 	unsigned char buf[LWS_PRE + 6];
 	probe_payload(gw, c, buf + LWS_PRE);
-	probe_written(gw, c);
+	gw_receipts_probe_sent(gw, c);
 	if (lws_write(c->wsi, buf + LWS_PRE, 6, LWS_WRITE_PING) < 6)
 		return -1;
 	return 1;

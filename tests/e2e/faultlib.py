@@ -20,6 +20,7 @@ import os
 import random
 import re
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -351,6 +352,19 @@ def sanitized(binary_path):
     except (OSError, subprocess.SubprocessError):
         return False
     return "libasan" in out or "libubsan" in out
+
+
+def chat_delivered(cluster, ids):
+    """True when chat-svc (one partition) has marked every message in `ids` delivered,
+    i.e. a gateway's receipt for each has been applied."""
+    db = os.path.join(cluster.dir, "chat", "chat-0.db")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        marks = ",".join("?" * len(ids))
+        return con.execute(f"SELECT count(*) FROM messages WHERE delivered = 1 AND seq IN "
+                           f"({marks})", ids).fetchone()[0] == len(ids)
+    finally:
+        con.close()
 
 
 def metrics(port, path="/metrics"):

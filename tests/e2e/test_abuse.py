@@ -592,18 +592,10 @@ def test_backlog_larger_than_max_queue_is_delivered(cluster):
 
 def _loop_lag(port):
     """(samples, samples over 0.25 s, sb_gateway_loop_stalls_total) from /metrics."""
-    status, body = sb.http_get(port, "/metrics")
-    assert status == 200
-    text = body.decode() if isinstance(body, bytes) else body
-
-    def value(series):
-        m = re.search(rf"^{re.escape(series)} (\d+)$", text, re.M)
-        assert m, f"{series} not in /metrics"
-        return int(m.group(1))
-
-    total = value('sb_gateway_loop_lag_seconds_bucket{le="+Inf"}')
-    quick = value('sb_gateway_loop_lag_seconds_bucket{le="0.25"}')
-    return total, total - quick, value("sb_gateway_loop_stalls_total")
+    m = faultlib.metrics(port)
+    total = m['sb_gateway_loop_lag_seconds_bucket{le="+Inf"}']
+    return total, total - m['sb_gateway_loop_lag_seconds_bucket{le="0.25"}'], \
+        m["sb_gateway_loop_stalls_total"]
 
 
 def test_a_stalled_loop_is_measured_and_logged(cluster):

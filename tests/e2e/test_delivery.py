@@ -5,9 +5,7 @@ duplicates. Every test uses fresh users so inboxes start empty.
 """
 
 import asyncio
-import os
 import socket
-import sqlite3
 import struct
 import time
 
@@ -112,17 +110,6 @@ def test_quick_reconnect_after_backlog_is_not_replayed(cluster):
     run(go())
 
 
-def _all_delivered(cluster, ids):
-    db = os.path.join(cluster.dir, "chat", "chat-0.db")
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        marks = ",".join("?" * len(ids))
-        return con.execute(f"SELECT count(*) FROM messages WHERE delivered = 1 AND seq IN "
-                           f"({marks})", ids).fetchone()[0] == len(ids)
-    finally:
-        con.close()
-
-
 def test_deliveries_a_vanished_client_never_read_replay_on_its_next_connect(cluster):
     """A frame handed to the kernel is not a frame read. Bob's socket neither reads nor
     answers PINGs (a phone gone out of coverage); Alice's five messages are written to
@@ -169,7 +156,7 @@ def test_deliveries_a_vanished_client_never_read_replay_on_its_next_connect(clus
                 f"socket never read were taken out of his backlog")
             assert faultlib.metrics(cluster.port)[lost] >= before + 5
             deadline = loop.time() + 5
-            while not await loop.run_in_executor(None, _all_delivered, cluster, ids):
+            while not await loop.run_in_executor(None, faultlib.chat_delivered, cluster, ids):
                 assert loop.time() < deadline, "a socket that answers PINGs did not confirm"
                 await asyncio.sleep(0.05)
             await wb.close()
@@ -214,12 +201,12 @@ def test_a_probe_the_client_did_not_answer_is_asked_again(cluster):
         first, chats, t1 = next_probe(5)
         assert chats == 3, f"the probe came after {chats} of the 3 messages"
         time.sleep(1.0)
-        assert not _all_delivered(cluster, ids), "marked delivered without a PONG"
+        assert not faultlib.chat_delivered(cluster, ids), "marked delivered without a PONG"
         second, _, t2 = next_probe(10)
         assert second != first and 4.0 <= t2 - t1 <= 8.0, (first, second, t2 - t1)
         raw.send_frame(0xA, second)
         deadline = time.monotonic() + 5
-        while not _all_delivered(cluster, ids):
+        while not faultlib.chat_delivered(cluster, ids):
             assert time.monotonic() < deadline, "the PONG to the second probe confirmed nothing"
             time.sleep(0.05)
     finally:

@@ -540,19 +540,9 @@ def test_a_socket_behind_a_bus_gap_gets_what_its_other_socket_had(cluster):
     socket's replay still brings them, once and in order: a socket that may have missed
     live deliveries replays everything after the gap, not only what nobody has had."""
     link = faultlib.Link(cluster.nats_port)
-    db = os.path.join(cluster.dir, "chat", "chat-0.db")
     try:
         proc, port = faultlib.start_gateway(cluster, nats_url=f"nats://127.0.0.1:{link.port}")
         a, b = cluster.new_users(2, "Gap")
-
-        def delivered(ids):
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-            try:
-                marks = ",".join("?" * len(ids))
-                return con.execute(f"SELECT count(*) FROM messages WHERE delivered = 1 "
-                                   f"AND seq IN ({marks})", ids).fetchone()[0] == len(ids)
-            finally:
-                con.close()
 
         async def go():
             loop = asyncio.get_running_loop()
@@ -574,7 +564,7 @@ def test_a_socket_behind_a_bus_gap_gets_what_its_other_socket_had(cluster):
                     await b1.next("chat_message", pred=lambda f, i=r["id"]: f["id"] == i)
                 ids = [r["id"] for r in during]   # one partition: id = seq
                 await loop.run_in_executor(None, lambda: faultlib.wait_until(
-                    lambda: delivered(ids), 10, "b1's receipts marking the messages delivered"))
+                    lambda: faultlib.chat_delivered(cluster, ids), 10, "b1's receipts marking the messages delivered"))
                 link.restore()
                 got = [await b2.next("chat_message", timeout=10) for _ in during]
                 assert [g["id"] for g in got] == ids, got
